@@ -1,0 +1,1 @@
+//! OpenSSH key revocation lists (placeholder until the KRL module lands).
