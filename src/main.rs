@@ -1,1 +1,279 @@
-fn main() {}
+//! `jit-ca`: the certificate authority's command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+use jit_ca::config::Config;
+use jit_ca::identity::Identity;
+use jit_ca::policy::{Policy, Refusal, RequestInput};
+use jit_ca::server;
+use jit_ca::signer::CaKey;
+use tracing_subscriber::EnvFilter;
+
+/// Just-in-time SSH certificate authority.
+#[derive(Parser)]
+#[command(name = "jit-ca", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the CA.
+    Serve {
+        /// Configuration file.
+        #[arg(long, default_value = "/etc/jit-ca/jit-ca.toml")]
+        config: PathBuf,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Create a new Ed25519 CA key (mode 0600); refuses to overwrite.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Encrypt it with the passphrase in this environment variable.
+        #[arg(long)]
+        passphrase_env: Option<String>,
+    },
+    /// Check or explain the policy.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate profiles.toml and policy.cedar.
+    Check {
+        /// Configuration file naming the policy files.
+        #[arg(long, default_value = "/etc/jit-ca/jit-ca.toml")]
+        config: PathBuf,
+    },
+    /// Show the decision for a hypothetical request and the rules that made it.
+    Explain {
+        /// Configuration file naming the policy files.
+        #[arg(long, default_value = "/etc/jit-ca/jit-ca.toml")]
+        config: PathBuf,
+        /// The requester's email.
+        #[arg(long)]
+        email: String,
+        /// The requester's groups, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        groups: Vec<String>,
+        /// Profile asked for.
+        #[arg(long)]
+        profile: String,
+        /// Host or `group:NAME`.
+        #[arg(long)]
+        host: String,
+        /// Requested duration (e.g. 30m).
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// Reason, for profiles that require one.
+        #[arg(long, default_value = "policy explain")]
+        reason: String,
+        /// Ticket, for profiles that require one.
+        #[arg(long)]
+        ticket: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("jit-ca: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config, log_json } => serve(config, log_json),
+        Command::Keygen {
+            out,
+            passphrase_env,
+        } => keygen(out, passphrase_env),
+        Command::Policy {
+            command: PolicyCommand::Check { config },
+        } => policy_check(config),
+        Command::Policy {
+            command:
+                PolicyCommand::Explain {
+                    config,
+                    email,
+                    groups,
+                    profile,
+                    host,
+                    duration,
+                    reason,
+                    ticket,
+                },
+        } => {
+            let duration = duration
+                .as_deref()
+                .map(jit_proto::parse_duration)
+                .transpose()
+                .context("--for")?;
+            let identity = Identity {
+                issuer: "policy-explain".into(),
+                subject: email.clone(),
+                email: Some(email),
+                groups: groups
+                    .into_iter()
+                    .filter(|group| !group.is_empty())
+                    .collect(),
+                auth_methods: Vec::new(),
+                auth_time: None,
+            };
+            let input = RequestInput {
+                profile,
+                target: host,
+                unix_user: None,
+                duration,
+                reason,
+                ticket,
+            };
+            policy_explain(config, &identity, &input)
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_env("JIT_CA_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn serve(config_path: PathBuf, log_json: bool) -> anyhow::Result<()> {
+    init_logging(log_json);
+    let config = Config::load(&config_path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+
+    runtime.block_on(async {
+        let ready = server::prepare(&config).await?;
+        let address = ready.local_addr()?;
+        tracing::info!(%address, config = %config_path.display(), "jit-ca listening");
+        ready.serve(shutdown_signal()).await?;
+        tracing::info!("jit-ca stopped");
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate.recv() => {},
+    }
+}
+
+fn keygen(out: PathBuf, passphrase_env: Option<String>) -> anyhow::Result<()> {
+    let passphrase = match &passphrase_env {
+        Some(variable) => Some(
+            std::env::var(variable)
+                .with_context(|| format!("environment variable {variable} is not set"))?,
+        ),
+        None => None,
+    };
+    if passphrase.as_deref() == Some("") {
+        bail!("the passphrase is empty");
+    }
+    let key = CaKey::generate(&out, passphrase.as_deref())?;
+    println!("{}", key.authorized_keys_line());
+    eprintln!("wrote {} ({})", out.display(), key.fingerprint());
+    Ok(())
+}
+
+fn load_policy(config_path: &std::path::Path) -> anyhow::Result<Policy> {
+    let config = Config::load(config_path)?;
+    Ok(Policy::load(&config.policy.profiles, &config.policy.cedar)?)
+}
+
+fn policy_check(config_path: PathBuf) -> anyhow::Result<()> {
+    let policy = load_policy(&config_path)?;
+    println!(
+        "policy ok: {} profiles, {} hosts, {} host groups, {} rules",
+        policy.profiles.profiles.len(),
+        policy.profiles.hosts.len(),
+        policy.profiles.groups.len(),
+        policy.rules.rule_count()
+    );
+    Ok(())
+}
+
+fn policy_explain(
+    config_path: PathBuf,
+    identity: &Identity,
+    input: &RequestInput,
+) -> anyhow::Result<()> {
+    let policy = load_policy(&config_path)?;
+    match policy.decide(identity, input, Utc::now()) {
+        Ok(decision) => {
+            let approval = if decision.auto_approved {
+                format!(
+                    "auto-approved (rules: {})",
+                    decision.auto_approve_rule_ids.join(", ")
+                )
+            } else {
+                format!("pending: needs {} approval(s)", decision.required_approvals)
+            };
+            println!("decision:   allowed, {approval}");
+            println!("rules:      {}", decision.request_rule_ids.join(", "));
+            println!("principals: {}", decision.principals.join(", "));
+            let capped = if decision.duration_capped {
+                " (cut to the profile's maximum)"
+            } else {
+                ""
+            };
+            println!(
+                "duration:   {}{capped}",
+                jit_proto::format_duration(decision.duration)
+            );
+            if !decision.extensions.is_empty() {
+                let extensions: Vec<&str> =
+                    decision.extensions.iter().map(String::as_str).collect();
+                println!("extensions: {}", extensions.join(", "));
+            }
+            Ok(())
+        }
+        Err(refusal) => {
+            println!("decision:   denied: {refusal}");
+            if let Refusal::NotPermitted { rule_ids, .. } = &refusal {
+                if rule_ids.is_empty() {
+                    println!("rules:      none permits it (denied by default)");
+                } else {
+                    println!("rules:      forbidden by {}", rule_ids.join(", "));
+                }
+            }
+            Ok(())
+        }
+    }
+}

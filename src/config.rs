@@ -1,0 +1,299 @@
+//! The CA's configuration file (`jit-ca.toml`): where it listens, which identity provider it
+//! trusts, where its key, store and policy live.
+//!
+//! Relative paths in the file are resolved against the directory holding the file, so a
+//! configuration directory can be moved as a whole. Unknown keys are refused: a misspelt
+//! setting must not silently fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the expected shape.
+    #[error("invalid config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What the parser reported, with the line.
+        message: String,
+    },
+}
+
+/// The whole configuration, with paths already resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from.
+    pub source: PathBuf,
+    /// Address and port of the HTTP listener.
+    pub listen: SocketAddr,
+    /// The identity provider.
+    pub oidc: OidcConfig,
+    /// The signing key.
+    pub ca: CaConfig,
+    /// The store.
+    pub store: StoreConfig,
+    /// The policy files.
+    pub policy: PolicyConfig,
+    /// HTTP limits.
+    pub http: HttpConfig,
+}
+
+/// Which OpenID Connect provider the CA trusts, and how it reads its ID tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Issuer URL; discovery is at `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// OAuth client id of the `jit` client: the audience every ID token must carry.
+    pub client_id: String,
+    /// Name of the claim that lists the user's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Scopes the client asks for.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Tolerated clock difference with the provider for `exp`, `iat` and `nbf`, in seconds.
+    #[serde(default = "default_clock_skew_secs")]
+    pub clock_skew_secs: u64,
+    /// Refuse tokens without a verified `email` claim (the email names the user in key IDs).
+    #[serde(default = "default_true")]
+    pub require_verified_email: bool,
+    /// Least time between two JWKS refetches triggered by an unknown `kid`, in seconds.
+    #[serde(default = "default_jwks_refetch_secs")]
+    pub jwks_min_refetch_secs: u64,
+}
+
+/// The CA signing key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// OpenSSH private key file; created (Ed25519, mode 0600) on first start when absent.
+    pub key_file: PathBuf,
+    /// Name of an environment variable holding the key's passphrase, when it is encrypted.
+    #[serde(default)]
+    pub passphrase_env: Option<String>,
+    /// File holding the key's passphrase, when it is encrypted (must not be readable by others).
+    #[serde(default)]
+    pub passphrase_file: Option<PathBuf>,
+    /// How far before the grant's start a certificate's `valid_after` is set, in seconds, so a
+    /// server whose clock runs slightly behind still accepts a fresh certificate.
+    #[serde(default = "default_backdate_secs")]
+    pub backdate_secs: u64,
+}
+
+/// Where requests, grants and certificates are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (relative paths resolved against the config directory).
+    pub url: String,
+}
+
+/// The two policy files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Access profiles and host inventory (TOML).
+    pub profiles: PathBuf,
+    /// Cedar rules, validated against the CA's built-in schema.
+    pub cedar: PathBuf,
+}
+
+/// Limits of the HTTP front.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest accepted request body, in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Time a request may take before it is answered 408, in seconds.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Most requests handled at once; further ones wait.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: default_max_body_bytes(),
+            request_timeout_secs: default_request_timeout_secs(),
+            max_concurrent_requests: default_max_concurrency(),
+        }
+    }
+}
+
+impl OidcConfig {
+    /// The tolerated clock skew.
+    pub fn clock_skew(&self) -> Duration {
+        Duration::from_secs(self.clock_skew_secs)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: SocketAddr,
+    oidc: OidcConfig,
+    ca: CaConfig,
+    store: StoreConfig,
+    policy: PolicyConfig,
+    #[serde(default)]
+    http: HttpConfig,
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "email", "groups", "offline_access"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn default_clock_skew_secs() -> u64 {
+    60
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_jwks_refetch_secs() -> u64 {
+    10
+}
+
+fn default_backdate_secs() -> u64 {
+    30
+}
+
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_request_timeout_secs() -> u64 {
+    15
+}
+
+fn default_max_concurrency() -> usize {
+    1024
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses configuration text as if it had been read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|error| invalid(error.to_string()))?;
+
+        if !raw.oidc.scopes.iter().any(|scope| scope == "openid") {
+            return Err(invalid("[oidc] scopes must include `openid`".into()));
+        }
+        if raw.oidc.client_id.is_empty() {
+            return Err(invalid("[oidc] client_id is empty".into()));
+        }
+        if raw.http.max_body_bytes == 0 || raw.http.max_concurrent_requests == 0 {
+            return Err(invalid("[http] limits must be greater than zero".into()));
+        }
+        let store_path = raw
+            .store
+            .url
+            .strip_prefix("sqlite://")
+            .ok_or_else(|| invalid("[store] url must start with sqlite://".into()))?;
+        if store_path.is_empty() {
+            return Err(invalid("[store] url names no file".into()));
+        }
+
+        // Relative paths are relative to the config file, not to the working directory.
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |relative: &Path| base.join(relative);
+        let mut ca = raw.ca;
+        ca.key_file = resolve(&ca.key_file);
+        ca.passphrase_file = ca.passphrase_file.as_deref().map(resolve);
+        let store = StoreConfig {
+            url: format!("sqlite://{}", resolve(Path::new(store_path)).display()),
+        };
+        let policy = PolicyConfig {
+            profiles: resolve(&raw.policy.profiles),
+            cedar: resolve(&raw.policy.cedar),
+        };
+
+        Ok(Config {
+            source: path.to_owned(),
+            listen: raw.listen,
+            oidc: raw.oidc,
+            ca,
+            store,
+            policy,
+            http: raw.http,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        listen = "127.0.0.1:8080"
+        [oidc]
+        issuer = "http://127.0.0.1:9000"
+        client_id = "jit"
+        [ca]
+        key_file = "ca_key"
+        [store]
+        url = "sqlite://jit.db"
+        [policy]
+        profiles = "profiles.toml"
+        cedar = "policy.cedar"
+    "#;
+
+    #[test]
+    fn resolves_paths_against_the_config_directory() {
+        let config = Config::parse(MINIMAL, Path::new("/etc/jit-ca/jit-ca.toml")).unwrap();
+
+        assert_eq!(config.ca.key_file, Path::new("/etc/jit-ca/ca_key"));
+        assert_eq!(config.store.url, "sqlite:///etc/jit-ca/jit.db");
+        assert_eq!(config.policy.cedar, Path::new("/etc/jit-ca/policy.cedar"));
+        assert_eq!(config.oidc.groups_claim, "groups");
+        assert_eq!(config.http.max_body_bytes, 65536);
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_other_stores() {
+        let misspelt = MINIMAL.replace("client_id", "clientid");
+        let error = Config::parse(&misspelt, Path::new("c.toml")).unwrap_err();
+        assert!(error.to_string().contains("c.toml"), "{error}");
+
+        let postgres = MINIMAL.replace("sqlite://jit.db", "mysql://x");
+        let error = Config::parse(&postgres, Path::new("c.toml")).unwrap_err();
+        assert!(error.to_string().contains("sqlite://"), "{error}");
+    }
+}

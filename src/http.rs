@@ -1,0 +1,385 @@
+//! The HTTP edge: decode, call the service, encode. No decisions are taken here.
+//!
+//! Every error leaves through [`ApiError`], which gives it a status and the stable body
+//! `{ "error": code, "message": text }`. Internal failures are logged with their detail and
+//! answered with a generic message. Security events (token rejected, request denied,
+//! certificate issued) are logged here, once, under the `security` target.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use jit_proto::{ClientConfig, CreateAccessRequest, ErrorBody, RequestStatus};
+use tower::limit::ConcurrencyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::HttpConfig;
+use crate::identity::{BearerToken, Identity, TokenError, TokenVerifier, UnverifiedClaims};
+use crate::metrics::{Metrics, RequestOutcome};
+use crate::service::{ClientInfo, Service, ServiceError};
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// The JIT service.
+    pub service: Arc<Service>,
+    /// ID-token verification.
+    pub verifier: Arc<TokenVerifier>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// What `/v1/config` tells clients.
+    pub client_config: ClientConfig,
+}
+
+/// An error on its way to the caller.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn internal(detail: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(error = %detail, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the CA failed to handle this request; the operator's log has the detail",
+        )
+    }
+
+    fn outcome(&self) -> RequestOutcome {
+        match self.status {
+            StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE => {
+                RequestOutcome::Unauthenticated
+            }
+            StatusCode::FORBIDDEN => RequestOutcome::Denied,
+            status if status.is_server_error() => RequestOutcome::Error,
+            _ => RequestOutcome::Invalid,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code.to_owned(),
+            message: self.message,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(error: TokenError) -> ApiError {
+        let status = match error {
+            TokenError::ProviderUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        ApiError::new(status, error.code(), error.to_string())
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> ApiError {
+        match error {
+            ServiceError::Refused(refusal) if refusal.is_malformed() => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                refusal.to_string(),
+            ),
+            ServiceError::Refused(refusal) => {
+                ApiError::new(StatusCode::FORBIDDEN, "policy_denied", refusal.to_string())
+            }
+            ServiceError::InvalidKey(error) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_public_key",
+                error.to_string(),
+            ),
+            ServiceError::BadRequest(message) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+            }
+            ServiceError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", error.to_string())
+            }
+            ServiceError::Store(_) | ServiceError::Sign(_) => ApiError::internal(&error),
+        }
+    }
+}
+
+/// Builds the router with its limits.
+pub fn router(state: Arc<AppState>, limits: &HttpConfig) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/config", get(client_config))
+        .route("/v1/ca/keys", get(ca_keys))
+        .route("/v1/requests", post(create_request))
+        .route("/v1/requests/{request_id}", get(get_request))
+        .route("/v1/grants", get(list_grants))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(limits.request_timeout_secs),
+        ))
+        .layer(ConcurrencyLimitLayer::new(limits.max_concurrent_requests))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let pending = state
+        .service
+        .store()
+        .count_pending()
+        .await
+        .map_err(|error| ApiError::internal(&error))?;
+    let text = state.metrics.render(pending);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+async fn client_config(State(state): State<Arc<AppState>>) -> Json<ClientConfig> {
+    Json(state.client_config.clone())
+}
+
+async fn ca_keys(State(state): State<Arc<AppState>>) -> Response {
+    let line = state.service.ca_key().authorized_keys_line();
+    ([(header::CONTENT_TYPE, "text/plain")], format!("{line}\n")).into_response()
+}
+
+/// Verifies the bearer token and logs a rejection as a security event.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Identity, ApiError> {
+    let now = Utc::now();
+    let result = match bearer_token(headers) {
+        Some(token) => state
+            .verifier
+            .verify(&token, now)
+            .await
+            .map_err(|error| (error, UnverifiedClaims::peek(token.expose()))),
+        None => Err((TokenError::Missing, UnverifiedClaims::default())),
+    };
+    result.map_err(|(error, claims)| {
+        tracing::warn!(
+            target: "security",
+            reason = %error,
+            issuer = claims.issuer.as_deref().unwrap_or("-"),
+            subject = claims.subject.as_deref().unwrap_or("-"),
+            client = %peer.ip(),
+            "token rejected"
+        );
+        ApiError::from(error)
+    })
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<BearerToken> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return None;
+    }
+    Some(BearerToken::new(token.trim().to_owned()))
+}
+
+fn client_info(headers: &HeaderMap, peer: SocketAddr) -> ClientInfo {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+        .map(|agent| agent.chars().take(200).collect());
+    ClientInfo {
+        address: peer.ip(),
+        user_agent,
+    }
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body exceeds the size limit",
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                rejection.body_text(),
+            )
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("request body is not a valid request: {error}"),
+        )
+    })
+}
+
+async fn create_request(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let result = create_request_inner(&state, peer, &headers, body).await;
+
+    let outcome = match &result {
+        Ok((status, _)) if *status == StatusCode::CREATED => RequestOutcome::Issued,
+        Ok(_) => RequestOutcome::Pending,
+        Err(error) => error.outcome(),
+    };
+    state.metrics.record_request(outcome, started.elapsed());
+    result.map(|(status, body)| (status, body).into_response())
+}
+
+async fn create_request_inner(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<jit_proto::AccessRequestView>), ApiError> {
+    let identity = authenticate(state, headers, peer).await?;
+    let request: CreateAccessRequest = decode_json(body)?;
+    let client = client_info(headers, peer);
+    let (profile, host) = (request.profile.clone(), request.host.clone());
+
+    let outcome = state
+        .service
+        .create_request(&identity, request, &client, Utc::now())
+        .await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(ServiceError::Refused(refusal)) => {
+            let rules = match &refusal {
+                crate::policy::Refusal::NotPermitted { rule_ids, .. } => rule_ids.join(","),
+                _ => String::new(),
+            };
+            tracing::warn!(
+                target: "security",
+                user = identity.display_name(),
+                profile = %clip(&profile),
+                host = %clip(&host),
+                client = %peer.ip(),
+                reason = %refusal,
+                rules = %rules,
+                "request denied"
+            );
+            return Err(ServiceError::Refused(refusal).into());
+        }
+        Err(error) => return Err(error.into()),
+    };
+
+    let view = outcome.view;
+    let rules = outcome.decision.request_rule_ids.join(",");
+    match &view.grant {
+        Some(grant) => {
+            let serial = grant.certificate.as_ref().map_or(0, |cert| cert.serial);
+            tracing::info!(
+                target: "security",
+                request_id = %view.request_id,
+                grant_id = %grant.grant_id,
+                serial,
+                user = identity.display_name(),
+                profile = %view.profile,
+                host = %view.host,
+                principals = %view.principals.join(","),
+                valid_before = %grant.ends_at.to_rfc3339(),
+                client = %peer.ip(),
+                rules = %rules,
+                "certificate issued"
+            );
+            Ok((StatusCode::CREATED, Json(view)))
+        }
+        None => {
+            tracing::info!(
+                target: "security",
+                request_id = %view.request_id,
+                user = identity.display_name(),
+                profile = %view.profile,
+                host = %view.host,
+                rules = %rules,
+                "request pending approval"
+            );
+            debug_assert_eq!(view.status, RequestStatus::Pending);
+            Ok((StatusCode::ACCEPTED, Json(view)))
+        }
+    }
+}
+
+async fn get_request(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(request_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<jit_proto::AccessRequestView>, ApiError> {
+    let identity = authenticate(&state, &headers, peer).await?;
+    let view = state
+        .service
+        .get_request(&identity, &request_id, Utc::now())
+        .await?;
+    Ok(Json(view))
+}
+
+async fn list_grants(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<jit_proto::GrantList>, ApiError> {
+    let identity = authenticate(&state, &headers, peer).await?;
+    let grants = state.service.list_grants(&identity).await?;
+    Ok(Json(grants))
+}
+
+fn clip(text: &str) -> String {
+    text.chars()
+        .take(64)
+        .map(|character| {
+            if character.is_control() {
+                '?'
+            } else {
+                character
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,137 @@
+//! Start-up: turn a configuration into a running CA.
+//!
+//! Order matters and every step fails loudly, naming the file at fault: configuration, policy,
+//! CA key (created on first start when absent), store, identity provider, listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jit_proto::ClientConfig;
+use tokio::net::TcpListener;
+use zeroize::Zeroizing;
+
+use crate::config::{CaConfig, Config};
+use crate::http::{router, AppState};
+use crate::identity::TokenVerifier;
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::service::Service;
+use crate::signer::{read_secret_file, CaKey};
+use crate::store::sqlite::SqliteStore;
+
+/// Why the CA could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(String);
+
+/// Reads the CA key's passphrase from the configured environment variable or file.
+pub fn ca_passphrase(ca: &CaConfig) -> Result<Option<Zeroizing<String>>, StartError> {
+    if let Some(variable) = &ca.passphrase_env {
+        let value = std::env::var(variable).map_err(|_| {
+            StartError(format!(
+                "[ca] passphrase_env names `{variable}`, which is not set"
+            ))
+        })?;
+        return Ok(Some(Zeroizing::new(value)));
+    }
+    if let Some(path) = &ca.passphrase_file {
+        return read_secret_file(path).map(Some).map_err(StartError);
+    }
+    Ok(None)
+}
+
+/// Loads the CA key, creating it when the file does not exist yet.
+pub fn load_or_create_ca_key(ca: &CaConfig) -> Result<CaKey, StartError> {
+    let passphrase = ca_passphrase(ca)?;
+    if !ca.key_file.exists() {
+        let created = CaKey::generate(&ca.key_file, passphrase.as_ref().map(|p| p.as_str()))
+            .map_err(|error| StartError(error.to_string()))?;
+        tracing::info!(
+            target: "security",
+            path = %ca.key_file.display(),
+            fingerprint = created.fingerprint(),
+            "created CA key"
+        );
+        return Ok(created);
+    }
+    CaKey::load(&ca.key_file, passphrase.as_ref()).map_err(|error| StartError(error.to_string()))
+}
+
+/// A CA ready to serve: its listener is bound, so the port is known.
+pub struct Ready {
+    listener: TcpListener,
+    app: axum::Router,
+}
+
+impl Ready {
+    /// The bound address (useful when the configuration asked for port 0).
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = self
+            .app
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Builds every component from `config` and binds the listener.
+pub async fn prepare(config: &Config) -> Result<Ready, StartError> {
+    let policy = Policy::load(&config.policy.profiles, &config.policy.cedar)
+        .map_err(|error| StartError(error.to_string()))?;
+    tracing::info!(
+        profiles = policy.profiles.profiles.len(),
+        hosts = policy.profiles.hosts.len(),
+        rules = policy.rules.rule_count(),
+        "policy loaded"
+    );
+
+    let ca_key = load_or_create_ca_key(&config.ca)?;
+    tracing::info!(fingerprint = ca_key.fingerprint(), "CA key loaded");
+
+    let store = SqliteStore::open(&config.store.url)
+        .await
+        .map_err(|error| StartError(error.to_string()))?;
+
+    let verifier = TokenVerifier::new(&config.oidc).map_err(StartError)?;
+    // The provider may be down at start; the CA then refuses tokens until it is reachable.
+    match verifier.refresh().await {
+        Ok(key_count) => {
+            tracing::info!(issuer = %config.oidc.issuer, key_count, "identity provider keys loaded")
+        }
+        Err(error) => {
+            tracing::warn!(target: "security", %error, "identity provider unreachable at start; failing closed")
+        }
+    }
+
+    let service = Service::new(
+        Arc::new(policy),
+        Arc::new(ca_key),
+        Arc::new(store),
+        Duration::from_secs(config.ca.backdate_secs),
+    );
+    let state = AppState {
+        service: Arc::new(service),
+        verifier: Arc::new(verifier),
+        metrics: Arc::new(Metrics::default()),
+        client_config: ClientConfig {
+            issuer: config.oidc.issuer.clone(),
+            client_id: config.oidc.client_id.clone(),
+            scopes: config.oidc.scopes.clone(),
+        },
+    };
+    let app = router(Arc::new(state), &config.http);
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| StartError(format!("cannot listen on {}: {error}", config.listen)))?;
+    Ok(Ready { listener, app })
+}

@@ -1,0 +1,430 @@
+//! The embedded SQLite store.
+//!
+//! WAL journal with `synchronous = FULL`: a transaction that returned has been flushed to disk,
+//! which is what "a certificate is handed out only after it is recorded" rests on. Migrations
+//! are embedded in the binary and run at open.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use jit_proto::RequestStatus;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{
+    CertificateRecord, GrantRecord, GrantWithCertificate, Issuance, Person, RequestRecord, Store,
+    StoreError, StoreResult,
+};
+
+/// SQLite-backed [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn query_error(error: sqlx::Error) -> StoreError {
+    StoreError::Query(error.to_string())
+}
+
+fn to_json(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+}
+
+fn from_json(text: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(text).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+fn to_unix(time: DateTime<Utc>) -> i64 {
+    time.timestamp()
+}
+
+fn from_unix(seconds: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp(seconds, 0)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {seconds} out of range")))
+}
+
+fn to_i64(value: u64) -> StoreResult<i64> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} exceeds i64")))
+}
+
+fn to_u64(value: i64) -> StoreResult<u64> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} is negative")))
+}
+
+impl SqliteStore {
+    /// Opens (creating when absent, mode 0600) the database at `url` (`sqlite://PATH`) and
+    /// brings its schema up to date.
+    pub async fn open(url: &str) -> StoreResult<SqliteStore> {
+        let open_error = |message: String| StoreError::Open {
+            url: url.to_owned(),
+            message,
+        };
+        let path = url
+            .strip_prefix("sqlite://")
+            .ok_or_else(|| open_error("URL must start with sqlite://".into()))?;
+        if !Path::new(path).exists() {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|error| open_error(error.to_string()))?;
+        }
+
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|error| open_error(error.to_string()))?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|error| open_error(error.to_string()))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|error| open_error(error.to_string()))?;
+
+        Ok(SqliteStore { pool })
+    }
+
+    /// The underlying pool, for tests and maintenance commands.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+async fn insert_request_in(
+    transaction: &mut Transaction<'_, Sqlite>,
+    request: &RequestRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO access_requests (id, status, profile, target, unix_users, principals,
+            duration_secs, reason, ticket, requester_issuer, requester_subject, requester_email,
+            requester_groups, public_key, client_address, user_agent, created_at, expires_at,
+            required_approvals, decision_rules)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&request.id)
+    .bind(request.status.as_str())
+    .bind(&request.profile)
+    .bind(&request.target)
+    .bind(to_json(&request.unix_users))
+    .bind(to_json(&request.principals))
+    .bind(to_i64(request.duration_secs)?)
+    .bind(&request.reason)
+    .bind(&request.ticket)
+    .bind(&request.requester.issuer)
+    .bind(&request.requester.subject)
+    .bind(&request.requester.email)
+    .bind(to_json(&request.requester.groups))
+    .bind(&request.public_key)
+    .bind(&request.client_address)
+    .bind(&request.user_agent)
+    .bind(to_unix(request.created_at))
+    .bind(to_unix(request.expires_at))
+    .bind(i64::from(request.required_approvals))
+    .bind(to_json(&request.decision_rules))
+    .execute(&mut **transaction)
+    .await
+    .map_err(query_error)?;
+    Ok(())
+}
+
+fn request_from_row(row: &SqliteRow) -> StoreResult<RequestRecord> {
+    let status_name: String = row.get("status");
+    let status = RequestStatus::parse(&status_name)
+        .ok_or_else(|| StoreError::Corrupt(format!("request status `{status_name}`")))?;
+    Ok(RequestRecord {
+        id: row.get("id"),
+        status,
+        profile: row.get("profile"),
+        target: row.get("target"),
+        unix_users: from_json(row.get("unix_users"))?,
+        principals: from_json(row.get("principals"))?,
+        duration_secs: to_u64(row.get("duration_secs"))?,
+        reason: row.get("reason"),
+        ticket: row.get("ticket"),
+        requester: Person {
+            issuer: row.get("requester_issuer"),
+            subject: row.get("requester_subject"),
+            email: row.get("requester_email"),
+            groups: from_json(row.get("requester_groups"))?,
+        },
+        public_key: row.get("public_key"),
+        client_address: row.get("client_address"),
+        user_agent: row.get("user_agent"),
+        created_at: from_unix(row.get("created_at"))?,
+        expires_at: from_unix(row.get("expires_at"))?,
+        required_approvals: u32::try_from(row.get::<i64, _>("required_approvals"))
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        decision_rules: from_json(row.get("decision_rules"))?,
+    })
+}
+
+fn grant_from_row(row: &SqliteRow) -> StoreResult<GrantRecord> {
+    Ok(GrantRecord {
+        id: row.get("id"),
+        request_id: row.get("request_id"),
+        profile: row.get("profile"),
+        target: row.get("target"),
+        principals: from_json(row.get("principals"))?,
+        starts_at: from_unix(row.get("starts_at"))?,
+        ends_at: from_unix(row.get("ends_at"))?,
+        holder: Person {
+            issuer: row.get("holder_issuer"),
+            subject: row.get("holder_subject"),
+            email: row.get("holder_email"),
+            groups: Vec::new(),
+        },
+        created_at: from_unix(row.get("created_at"))?,
+    })
+}
+
+fn certificate_from_row(row: &SqliteRow) -> StoreResult<CertificateRecord> {
+    Ok(CertificateRecord {
+        serial: to_u64(row.get("serial"))?,
+        grant_id: row.get("grant_id"),
+        key_id: row.get("key_id"),
+        principals: from_json(row.get("principals"))?,
+        valid_after: from_unix(row.get("valid_after"))?,
+        valid_before: from_unix(row.get("valid_before"))?,
+        public_key_fingerprint: row.get("public_key_fingerprint"),
+        ca_key_fingerprint: row.get("ca_key_fingerprint"),
+        certificate: row.get("certificate"),
+        holder: Person {
+            issuer: row.get("holder_issuer"),
+            subject: row.get("holder_subject"),
+            email: row.get("holder_email"),
+            groups: from_json(row.get("holder_groups"))?,
+        },
+        client_address: row.get("client_address"),
+        user_agent: row.get("user_agent"),
+        issued_at: from_unix(row.get("issued_at"))?,
+    })
+}
+
+impl SqliteStore {
+    async fn latest_certificate(&self, grant_id: &str) -> StoreResult<Option<CertificateRecord>> {
+        let row = sqlx::query(
+            "SELECT * FROM certificates WHERE grant_id = ? ORDER BY serial DESC LIMIT 1",
+        )
+        .bind(grant_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error)?;
+        row.as_ref().map(certificate_from_row).transpose()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn reserve_serials(&self, count: u64) -> StoreResult<u64> {
+        let count = to_i64(count.max(1))?;
+        // One statement, so the read and the increment cannot interleave with another writer.
+        let row = sqlx::query(
+            "UPDATE serial_counter SET next_serial = next_serial + ? WHERE id = 1
+             RETURNING next_serial - ? AS first_serial",
+        )
+        .bind(count)
+        .bind(count)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error)?;
+        to_u64(row.get("first_serial"))
+    }
+
+    async fn insert_request(&self, request: &RequestRecord) -> StoreResult<()> {
+        let mut transaction = self.pool.begin().await.map_err(query_error)?;
+        insert_request_in(&mut transaction, request).await?;
+        transaction.commit().await.map_err(query_error)
+    }
+
+    async fn record_issuance(&self, issuance: &Issuance) -> StoreResult<()> {
+        let mut transaction = self.pool.begin().await.map_err(query_error)?;
+        insert_request_in(&mut transaction, &issuance.request).await?;
+
+        let grant = &issuance.grant;
+        sqlx::query(
+            "INSERT INTO grants (id, request_id, profile, target, principals, starts_at, ends_at,
+                holder_issuer, holder_subject, holder_email, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&grant.id)
+        .bind(&grant.request_id)
+        .bind(&grant.profile)
+        .bind(&grant.target)
+        .bind(to_json(&grant.principals))
+        .bind(to_unix(grant.starts_at))
+        .bind(to_unix(grant.ends_at))
+        .bind(&grant.holder.issuer)
+        .bind(&grant.holder.subject)
+        .bind(&grant.holder.email)
+        .bind(to_unix(grant.created_at))
+        .execute(&mut *transaction)
+        .await
+        .map_err(query_error)?;
+
+        let certificate = &issuance.certificate;
+        sqlx::query(
+            "INSERT INTO certificates (serial, grant_id, key_id, principals, valid_after,
+                valid_before, public_key_fingerprint, ca_key_fingerprint, certificate,
+                holder_issuer, holder_subject, holder_email, holder_groups, client_address,
+                user_agent, issued_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(to_i64(certificate.serial)?)
+        .bind(&certificate.grant_id)
+        .bind(&certificate.key_id)
+        .bind(to_json(&certificate.principals))
+        .bind(to_unix(certificate.valid_after))
+        .bind(to_unix(certificate.valid_before))
+        .bind(&certificate.public_key_fingerprint)
+        .bind(&certificate.ca_key_fingerprint)
+        .bind(&certificate.certificate)
+        .bind(&certificate.holder.issuer)
+        .bind(&certificate.holder.subject)
+        .bind(&certificate.holder.email)
+        .bind(to_json(&certificate.holder.groups))
+        .bind(&certificate.client_address)
+        .bind(&certificate.user_agent)
+        .bind(to_unix(certificate.issued_at))
+        .execute(&mut *transaction)
+        .await
+        .map_err(query_error)?;
+
+        transaction.commit().await.map_err(query_error)
+    }
+
+    async fn find_request(&self, request_id: &str) -> StoreResult<Option<RequestRecord>> {
+        let row = sqlx::query("SELECT * FROM access_requests WHERE id = ?")
+            .bind(request_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error)?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    async fn find_grant_by_request(
+        &self,
+        request_id: &str,
+    ) -> StoreResult<Option<GrantWithCertificate>> {
+        let row = sqlx::query("SELECT * FROM grants WHERE request_id = ?")
+            .bind(request_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let grant = grant_from_row(&row)?;
+        let certificate = self.latest_certificate(&grant.id).await?;
+        Ok(Some(GrantWithCertificate { grant, certificate }))
+    }
+
+    async fn grants_of(
+        &self,
+        issuer: &str,
+        subject: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<GrantWithCertificate>> {
+        let rows = sqlx::query(
+            "SELECT * FROM grants WHERE holder_issuer = ? AND holder_subject = ?
+             ORDER BY created_at DESC, id DESC LIMIT ?",
+        )
+        .bind(issuer)
+        .bind(subject)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error)?;
+
+        let mut grants = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let grant = grant_from_row(row)?;
+            let certificate = self.latest_certificate(&grant.id).await?;
+            grants.push(GrantWithCertificate { grant, certificate });
+        }
+        Ok(grants)
+    }
+
+    async fn count_pending(&self) -> StoreResult<u64> {
+        let row = sqlx::query("SELECT COUNT(*) AS pending FROM access_requests WHERE status = ?")
+            .bind(RequestStatus::Pending.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error)?;
+        to_u64(row.get("pending"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open_temporary() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("jit.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn serials_are_unique_and_increasing_across_reopen() {
+        let (dir, store) = open_temporary().await;
+
+        let first = store.reserve_serials(10).await.unwrap();
+        let second = store.reserve_serials(1).await.unwrap();
+        drop(store);
+        let url = format!("sqlite://{}", dir.path().join("jit.db").display());
+        let reopened = SqliteStore::open(&url).await.unwrap();
+        let third = reopened.reserve_serials(5).await.unwrap();
+
+        assert_eq!(first, 1);
+        assert_eq!(second, 11);
+        assert_eq!(third, 12);
+    }
+
+    #[tokio::test]
+    async fn concurrent_reservations_never_overlap() {
+        let (_dir, store) = open_temporary().await;
+
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move { store.reserve_serials(3).await }));
+        }
+        let mut firsts = Vec::new();
+        for task in tasks {
+            firsts.push(task.await.unwrap().unwrap());
+        }
+        firsts.sort();
+
+        for pair in firsts.windows(2) {
+            assert!(pair[1] >= pair[0] + 3, "{firsts:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn database_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, _store) = open_temporary().await;
+
+        let mode = std::fs::metadata(dir.path().join("jit.db"))
+            .unwrap()
+            .permissions()
+            .mode();
+
+        assert_eq!(mode & 0o077, 0);
+    }
+}

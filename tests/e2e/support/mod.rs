@@ -1,0 +1,4 @@
+pub mod oidc;
+pub mod openssh;
+pub mod sshd;
+pub mod ca;
