@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use jit_proto::{
     AccessRequestView, CreateAccessRequest, GrantList, GrantView, IssuedCertificate, RequestStatus,
 };
@@ -213,15 +213,17 @@ impl Service {
         }
 
         request.status = RequestStatus::Approved;
-        // The grant's clock starts now, at approval.
+        // The grant's clock starts now, at approval, on a whole second: certificates count
+        // validity in seconds, and the grant must say exactly what its certificate says.
+        let grant_start = now.trunc_subsecs(0);
         let grant = GrantRecord {
             id: new_id("g"),
             request_id: request.id.clone(),
             profile: request.profile.clone(),
             target: request.target.clone(),
             principals: request.principals.clone(),
-            starts_at: now,
-            ends_at: now + to_delta(decision.duration),
+            starts_at: grant_start,
+            ends_at: grant_start + to_delta(decision.duration),
             holder: person(identity),
             created_at: now,
         };

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real binaries against a real OIDC provider, `sshd` and `ssh-keygen`.
+
+// A failed expectation in a test is a panic with a message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod foundation;
+mod oidc_provider;
+mod sshd_support;
+mod support;
