@@ -1,15 +1,13 @@
 //! The whole path once, for real: a user logs in at the OIDC provider, asks the CA for access,
 //! gets a certificate, and a real sshd accepts it exactly where it should and nowhere else.
 
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::ca::{stderr, stdout, test_profiles, Ca, Client, TEST_RULES};
+use crate::support::ca::{device_login, stderr, stdout, test_profiles, Ca, Client, TEST_RULES};
 use crate::support::oidc::{OidcProvider, TestUser, JIT_CLIENT_ID};
 use crate::support::openssh::inspect_certificate;
 use crate::support::sshd::{ssh_login, ssh_login_from, Sshd, SshdOptions};
@@ -60,56 +58,11 @@ fn path_of(value: &Value, field: &str) -> PathBuf {
     )
 }
 
-/// Runs `jit login --device` and plays the user's part in the provider when it prints the URL.
-fn device_login(world: &World, client: &Client, user: &TestUser) {
-    let mut child = client
-        .command(&["login", "--device"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn jit login");
-    let stderr_pipe = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr_pipe).lines();
-
-    let mut seen = String::new();
-    let url = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("jit login ended before printing a URL:\n{seen}"))
-            .expect("read jit login output");
-        seen.push_str(&line);
-        seen.push('\n');
-        if let Some(start) = line.find("http://") {
-            let url = line[start..].split_whitespace().next().unwrap_or_default();
-            if url.contains("user_code=") {
-                break url.to_owned();
-            }
-        }
-    };
-    world.provider.complete_device_login(&url, user, false);
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for jit login") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "jit login did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(
-        status.success(),
-        "jit login failed:\n{seen}{}",
-        rest.join("\n")
-    );
-}
-
 #[test]
 fn device_login_then_request_then_real_ssh_login() {
     let world = world();
     let client = Client::new(world.ca.url());
-    device_login(&world, &client, &TestUser::alice());
+    device_login(&world.provider, &client, &TestUser::alice());
 
     let granted = client.request_json(&[
         "read-only",

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::oidc::{OidcProvider, TestUser};
+
 /// Profiles used by most tests: `unix_user` is the user the test sshd can log in.
 pub fn test_profiles(unix_user: &str) -> String {
     format!(
@@ -135,7 +137,7 @@ max_body_bytes = 16384
             let config_path = dir.path().join("jit-ca.toml");
             std::fs::write(&config_path, config).unwrap();
 
-            let mut child = Command::new(env!("CARGO_BIN_EXE_jit-ca"))
+            let mut child = Command::new(workspace_binary("jit-ca"))
                 .args(["serve", "--config"])
                 .arg(&config_path)
                 .env("JIT_CA_LOG", "info,jit_ca=debug")
@@ -372,4 +374,49 @@ pub fn stderr(output: &Output) -> String {
 /// A command's stdout as text.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs `jit login --device` and plays the user's part in the provider when it prints the URL.
+pub fn device_login(provider: &OidcProvider, client: &Client, user: &TestUser) {
+    let mut child = client
+        .command(&["login", "--device"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn jit login");
+    let stderr_pipe = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr_pipe).lines();
+
+    let mut seen = String::new();
+    let url = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("jit login ended before printing a URL:\n{seen}"))
+            .expect("read jit login output");
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(start) = line.find("http://") {
+            let url = line[start..].split_whitespace().next().unwrap_or_default();
+            if url.contains("user_code=") {
+                break url.to_owned();
+            }
+        }
+    };
+    provider.complete_device_login(&url, user, false);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for jit login") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "jit login did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        status.success(),
+        "jit login failed:\n{seen}{}",
+        rest.join("\n")
+    );
 }
