@@ -38,7 +38,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     }
 
     if text.bytes().all(|byte| byte.is_ascii_digit()) {
-        let seconds: u64 = text.parse().map_err(|_| DurationError::TooLong(text.into()))?;
+        let seconds: u64 = text
+            .parse()
+            .map_err(|_| DurationError::TooLong(text.into()))?;
         return checked(seconds, text);
     }
 
@@ -125,7 +127,9 @@ mod tests {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
         assert_eq!(parse_duration("0m"), Err(DurationError::Zero));
         assert_eq!(parse_duration("0"), Err(DurationError::Zero));
-        for bad in ["-5m", "+5m", "5 m", "m", "5", "5x", "30m1h", "1h1h", "1.5h", "١h"] {
+        for bad in [
+            "-5m", "+5m", "5 m", "m", "5", "5x", "30m1h", "1h1h", "1.5h", "١h",
+        ] {
             if bad == "5" {
                 continue;
             }

@@ -188,7 +188,10 @@ mod tests {
 
         let error = serde_json::from_str::<CreateAccessRequest>(body).unwrap_err();
 
-        assert!(error.to_string().contains("unknown field `extra`"), "{error}");
+        assert!(
+            error.to_string().contains("unknown field `extra`"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub enum NameError {
     },
 }
 
-const HOST_ALLOWED: &str = "lowercase letters, digits, '-' and '.', starting with a letter or digit";
+const HOST_ALLOWED: &str =
+    "lowercase letters, digits, '-' and '.', starting with a letter or digit";
 const USER_ALLOWED: &str = "lowercase letters, digits, '_' and '-', starting with a letter or '_'";
 
 fn shown(name: &str) -> String {
@@ -99,9 +100,9 @@ pub fn validate_unix_user(name: &str) -> Result<(), NameError> {
     }
     let bytes = name.as_bytes();
     let first_ok = bytes[0].is_ascii_lowercase() || bytes[0] == b'_';
-    let rest_ok = bytes
-        .iter()
-        .all(|&byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_' || byte == b'-');
+    let rest_ok = bytes.iter().all(|&byte| {
+        byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_' || byte == b'-'
+    });
     if !first_ok || !rest_ok {
         return Err(NameError::BadCharacter {
             kind,
@@ -137,8 +138,21 @@ mod tests {
     #[test]
     fn refuses_separators_patterns_and_look_alikes() {
         for bad in [
-            "db-1,db-2", "db 1", "db-1\n", "db\0", "*", "db?", "!db", "db%", "root@db", "dЬ-1",
-            "DB-1", "-db", "db-", "a..b", "",
+            "db-1,db-2",
+            "db 1",
+            "db-1\n",
+            "db\0",
+            "*",
+            "db?",
+            "!db",
+            "db%",
+            "root@db",
+            "dЬ-1",
+            "DB-1",
+            "-db",
+            "db-",
+            "a..b",
+            "",
         ] {
             assert!(validate_host(bad).is_err(), "{bad:?}");
         }
