@@ -1,0 +1,255 @@
+//! The CA's HTTP API, as the client calls it.
+
+use std::time::Duration;
+
+use jit_proto::{AccessRequestView, ClientConfig, CreateAccessRequest, ErrorBody, GrantList};
+use reqwest::{StatusCode, Url};
+use serde::de::DeserializeOwned;
+
+use crate::config::ServerUrl;
+use crate::secret::Secret;
+
+/// How long one call to the CA or the identity provider may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Error codes with which the CA says the bearer token itself is the problem.
+const LOGIN_ERROR_CODES: [&str; 2] = ["invalid_token", "token_expired"];
+
+/// Why a call to the CA failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The HTTP client could not be built (no TLS roots, for example).
+    #[error("cannot set up the HTTP client")]
+    Setup(#[source] reqwest::Error),
+    /// The CA did not answer.
+    #[error("cannot reach the CA at {url}: {reason}")]
+    Unreachable {
+        /// The URL called.
+        url: Url,
+        /// The root cause of the transport failure (`Connection refused`, a timeout, ...).
+        reason: String,
+    },
+    /// The CA refused the ID token: the user must log in again.
+    #[error("{message}; run `jit login`")]
+    LoginRequired {
+        /// The CA's explanation.
+        message: String,
+    },
+    /// The CA answered with an error body.
+    #[error("{message}")]
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// The CA's stable error code.
+        code: String,
+        /// The CA's explanation.
+        message: String,
+    },
+    /// The CA answered with something that is not the expected JSON.
+    #[error("the CA at {url} answered with an unexpected body (HTTP {status})")]
+    BadResponse {
+        /// The URL called.
+        url: Url,
+        /// The HTTP status.
+        status: u16,
+    },
+}
+
+/// Builds the HTTP client used for the CA and the identity provider.
+///
+/// Redirects are disabled: `openidconnect` requires it (a redirect could carry a request to an
+/// unintended host), and the CA never redirects its API.
+pub fn http_client() -> Result<reqwest::Client, ApiError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("jit/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(ApiError::Setup)
+}
+
+/// A connection to one CA.
+#[derive(Clone, Debug)]
+pub struct CaClient {
+    server: ServerUrl,
+    http: reqwest::Client,
+}
+
+impl CaClient {
+    /// A client for the CA at `server`, sharing `http` with the login code.
+    pub fn new(server: ServerUrl, http: reqwest::Client) -> Self {
+        CaClient { server, http }
+    }
+
+    /// The CA's base URL.
+    pub fn server(&self) -> &ServerUrl {
+        &self.server
+    }
+
+    /// The HTTP client, for talking to the identity provider the CA names.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// `GET /v1/config`: which identity provider to log in to, as which client.
+    pub async fn client_config(&self) -> Result<ClientConfig, ApiError> {
+        let url = self.server.endpoint("v1/config");
+        self.send(url.clone(), self.http.get(url)).await
+    }
+
+    /// `POST /v1/requests`: asks for access; the answer is approved (with a certificate) or
+    /// pending.
+    pub async fn create_request(
+        &self,
+        id_token: &Secret,
+        request: &CreateAccessRequest,
+    ) -> Result<AccessRequestView, ApiError> {
+        let url = self.server.endpoint("v1/requests");
+        let call = self
+            .http
+            .post(url.clone())
+            .bearer_auth(id_token.expose())
+            .json(request);
+        self.send(url, call).await
+    }
+
+    /// `GET /v1/requests/{request_id}`: the current state of one of the caller's requests.
+    pub async fn get_request(
+        &self,
+        id_token: &Secret,
+        request_id: &str,
+    ) -> Result<AccessRequestView, ApiError> {
+        let mut url = self.server.endpoint("v1/requests");
+        // Pushing a segment percent-encodes it, so an odd id cannot change the path.
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push(request_id);
+        }
+        let call = self.http.get(url.clone()).bearer_auth(id_token.expose());
+        self.send(url, call).await
+    }
+
+    /// `GET /v1/grants`: the caller's grants, newest first.
+    pub async fn list_grants(&self, id_token: &Secret) -> Result<GrantList, ApiError> {
+        let url = self.server.endpoint("v1/grants");
+        let call = self.http.get(url.clone()).bearer_auth(id_token.expose());
+        self.send(url, call).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        call: reqwest::RequestBuilder,
+    ) -> Result<T, ApiError> {
+        let response = call
+            .send()
+            .await
+            .map_err(|error| transport_failure(&url, &error))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| transport_failure(&url, &error))?;
+
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|_| ApiError::BadResponse {
+                url,
+                status: status.as_u16(),
+            });
+        }
+        Err(error_from_body(&url, status, &body))
+    }
+}
+
+/// Names the innermost cause of a transport failure: reqwest's own layers only repeat the URL.
+fn transport_failure(url: &Url, error: &reqwest::Error) -> ApiError {
+    if error.is_timeout() {
+        return ApiError::Unreachable {
+            url: url.clone(),
+            reason: format!(
+                "no answer within {}",
+                jit_proto::format_duration(REQUEST_TIMEOUT)
+            ),
+        };
+    }
+
+    let mut innermost: &dyn std::error::Error = error;
+    while let Some(cause) = innermost.source() {
+        innermost = cause;
+    }
+    ApiError::Unreachable {
+        url: url.clone(),
+        reason: innermost.to_string(),
+    }
+}
+
+/// Turns a non-2xx answer into an error carrying the CA's one-line message.
+fn error_from_body(url: &Url, status: StatusCode, body: &[u8]) -> ApiError {
+    let Ok(error_body) = serde_json::from_slice::<ErrorBody>(body) else {
+        return ApiError::BadResponse {
+            url: url.clone(),
+            status: status.as_u16(),
+        };
+    };
+
+    let message = one_line(&error_body.message);
+    if status == StatusCode::UNAUTHORIZED && LOGIN_ERROR_CODES.contains(&error_body.error.as_str())
+    {
+        return ApiError::LoginRequired { message };
+    }
+    ApiError::Rejected {
+        status: status.as_u16(),
+        code: error_body.error,
+        message,
+    }
+}
+
+/// Collapses control characters so a message from the network stays on one terminal line.
+pub fn one_line(text: &str) -> String {
+    let collapsed: String = text
+        .chars()
+        .map(|character| {
+            if character.is_control() {
+                ' '
+            } else {
+                character
+            }
+        })
+        .collect();
+    collapsed.trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url() -> Url {
+        Url::parse("https://ca.example.com/v1/requests").unwrap()
+    }
+
+    #[test]
+    fn expired_tokens_ask_for_login() {
+        let body = br#"{"error":"token_expired","message":"the ID token expired"}"#;
+
+        let error = error_from_body(&url(), StatusCode::UNAUTHORIZED, body);
+
+        assert_eq!(error.to_string(), "the ID token expired; run `jit login`");
+    }
+
+    #[test]
+    fn other_errors_show_the_message_on_one_line() {
+        let body = br#"{"error":"policy_denied","message":"profile db-admin\nneeds a ticket"}"#;
+
+        let error = error_from_body(&url(), StatusCode::FORBIDDEN, body);
+
+        assert!(matches!(error, ApiError::Rejected { status: 403, .. }));
+        assert_eq!(error.to_string(), "profile db-admin needs a ticket");
+    }
+
+    #[test]
+    fn bodies_that_are_not_error_json_are_named_as_such() {
+        let error = error_from_body(&url(), StatusCode::BAD_GATEWAY, b"<html>");
+
+        assert!(error.to_string().contains("HTTP 502"), "{error}");
+    }
+}
