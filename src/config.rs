@@ -75,6 +75,10 @@ pub struct OidcConfig {
     /// Least time between two JWKS refetches triggered by an unknown `kid`, in seconds.
     #[serde(default = "default_jwks_refetch_secs")]
     pub jwks_min_refetch_secs: u64,
+    /// Longest time the provider's keys are trusted without a successful refetch, in seconds.
+    /// Past it the CA refetches them, and refuses every token while it cannot.
+    #[serde(default = "default_jwks_max_age_secs")]
+    pub jwks_max_age_secs: u64,
 }
 
 /// The CA signing key.
@@ -177,6 +181,10 @@ fn default_true() -> bool {
 
 fn default_jwks_refetch_secs() -> u64 {
     10
+}
+
+fn default_jwks_max_age_secs() -> u64 {
+    3600
 }
 
 fn default_backdate_secs() -> u64 {

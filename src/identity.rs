@@ -4,8 +4,10 @@
 //! signature with asymmetric algorithms only, and checks `iss`, `aud`, `azp`, `exp`, `iat` and
 //! `nbf` against the time it is given, allowing a small documented clock skew. A token signed
 //! with a key it has not seen triggers one JWKS refetch (rate-limited), which is how provider key
-//! rotation is picked up. When the JWKS cannot be fetched, every token is refused: the CA fails
-//! closed.
+//! rotation is picked up. Keys are trusted for a configured maximum age only: past it they are
+//! refetched, so a key the provider withdrew stops verifying even if no token names a new one.
+//! When the JWKS cannot be fetched, or only a copy older than that age is at hand, every token
+//! is refused: the CA fails closed.
 //!
 //! The verified result is an [`Identity`]: `(issuer, subject)` names the person; email (only
 //! when the provider says it is verified) and groups describe them to the policy.
@@ -166,6 +168,8 @@ impl UnverifiedClaims {
 struct ProviderKeys {
     jwks_uri: Option<JsonWebKeySetUrl>,
     jwks: Option<CoreJsonWebKeySet>,
+    // When `jwks` was fetched; a monotonic instant, since only its age matters.
+    fetched_at: Option<Instant>,
 }
 
 /// Verifies ID tokens from the one trusted issuer, caching its JWKS.
@@ -176,6 +180,7 @@ pub struct TokenVerifier {
     clock_skew: TimeDelta,
     require_verified_email: bool,
     min_refetch_interval: Duration,
+    max_key_age: Duration,
     http: reqwest::Client,
     keys: RwLock<ProviderKeys>,
     // Serialises refetches and remembers when the last one started, for rate limiting.
@@ -216,10 +221,12 @@ impl TokenVerifier {
             clock_skew,
             require_verified_email: config.require_verified_email,
             min_refetch_interval: Duration::from_secs(config.jwks_min_refetch_secs),
+            max_key_age: Duration::from_secs(config.jwks_max_age_secs),
             http,
             keys: RwLock::new(ProviderKeys {
                 jwks_uri: None,
                 jwks: None,
+                fetched_at: None,
             }),
             last_refetch: Mutex::new(None),
         })
@@ -257,6 +264,7 @@ impl TokenVerifier {
         let mut keys = self.keys.write().await;
         keys.jwks_uri = Some(jwks_uri);
         keys.jwks = Some(jwks);
+        keys.fetched_at = Some(Instant::now());
         Ok(key_count)
     }
 
@@ -311,17 +319,24 @@ impl TokenVerifier {
     }
 
     async fn current_jwks(&self) -> Result<CoreJsonWebKeySet, TokenError> {
-        if let Some(jwks) = self.keys.read().await.jwks.clone() {
+        if let Some(jwks) = self.fresh_jwks().await {
             return Ok(jwks);
         }
-        // Never fetched (the provider was down at start): try now, within the rate limit.
+        // Never fetched (the provider was down at start) or too old: try now, within the rate
+        // limit, and refuse rather than trust keys the provider may have withdrawn.
         self.refetch_rate_limited().await;
-        self.keys
-            .read()
+        self.fresh_jwks()
             .await
-            .jwks
-            .clone()
             .ok_or(TokenError::ProviderUnavailable)
+    }
+
+    /// The cached JWKS, unless it is older than the maximum age.
+    async fn fresh_jwks(&self) -> Option<CoreJsonWebKeySet> {
+        let keys = self.keys.read().await;
+        let fresh = keys
+            .fetched_at
+            .is_some_and(|fetched| fetched.elapsed() < self.max_key_age);
+        keys.jwks.clone().filter(|_| fresh)
     }
 
     fn verify_with(

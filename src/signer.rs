@@ -85,6 +85,10 @@ pub enum SubjectKeyError {
     /// The text does not parse.
     #[error("public_key is not an OpenSSH public key")]
     Unparsable,
+    /// The text spans several lines or holds control characters, which could smuggle a second
+    /// key or a forged line in through the comment.
+    #[error("public_key must be a single line without control characters")]
+    NotOneLine,
     /// DSA, or an algorithm this CA does not certify.
     #[error("public_key algorithm {0} is not accepted (use ed25519, ecdsa or rsa >= 2048)")]
     Algorithm(String),
@@ -319,6 +323,9 @@ pub fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, String> {
 /// Parses and checks a requester's public key (`authorized_keys` format).
 pub fn parse_subject_key(text: &str) -> Result<PublicKey, SubjectKeyError> {
     let text = text.trim();
+    if text.chars().any(char::is_control) {
+        return Err(SubjectKeyError::NotOneLine);
+    }
     let first_word = text.split_whitespace().next().unwrap_or_default();
     if first_word.ends_with("-cert-v01@openssh.com") {
         return Err(SubjectKeyError::IsCertificate);

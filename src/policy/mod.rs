@@ -256,6 +256,16 @@ impl Policy {
     }
 }
 
+/// Unicode format characters that change how text reads without being seen: bidirectional
+/// marks, embeddings, overrides and isolates, zero-width characters and the byte-order mark.
+fn is_invisible_format(character: char) -> bool {
+    matches!(
+        character,
+        '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}'
+            | '\u{feff}'
+    )
+}
+
 fn check_text(profile: &Profile, reason: &str, ticket: Option<&str>) -> Result<(), Refusal> {
     if reason.len() > profiles::MAX_REASON_BYTES {
         return Err(Refusal::BadText(format!(
@@ -265,6 +275,13 @@ fn check_text(profile: &Profile, reason: &str, ticket: Option<&str>) -> Result<(
     }
     if reason.chars().any(|character| character.is_control()) {
         return Err(Refusal::BadText("reason holds control characters".into()));
+    }
+    // Bidirectional overrides and zero-width characters would make the reason read
+    // differently to an approver or auditor than it was written.
+    if reason.chars().any(is_invisible_format) {
+        return Err(Refusal::BadText(
+            "reason holds invisible or bidirectional formatting characters".into(),
+        ));
     }
     if profile.require_reason && reason.trim().is_empty() {
         return Err(Refusal::ReasonRequired(profile.name.clone()));

@@ -5,5 +5,7 @@
 
 mod foundation;
 mod oidc_provider;
+mod request_suite;
 mod sshd_support;
 mod support;
+mod token_suite;

@@ -1,3 +1,4 @@
+pub mod api;
 pub mod oidc;
 pub mod openssh;
 pub mod sshd;
