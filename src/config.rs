@@ -50,6 +50,10 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// HTTP limits.
     pub http: HttpConfig,
+    /// Webhooks.
+    pub notifications: NotificationsConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
 }
 
 /// Which OpenID Connect provider the CA trusts, and how it reads its ID tokens.
@@ -97,6 +101,10 @@ pub struct CaConfig {
     /// server whose clock runs slightly behind still accepts a fresh certificate.
     #[serde(default = "default_backdate_secs")]
     pub backdate_secs: u64,
+    /// Public keys (`authorized_keys` lines) of earlier CA keys, still trusted during a
+    /// rotation: published while certificates they signed are valid, and covered by the KRL.
+    #[serde(default)]
+    pub previous_public_keys: Vec<String>,
 }
 
 /// Where requests, grants and certificates are kept.
@@ -159,6 +167,64 @@ struct RawConfig {
     policy: PolicyConfig,
     #[serde(default)]
     http: HttpConfig,
+    #[serde(default)]
+    notifications: NotificationsConfig,
+    #[serde(default)]
+    audit: AuditConfig,
+}
+
+/// The audit log: its checkpoint key, its JSON Lines copy and how often it is checkpointed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Ed25519 key (OpenSSH format) that signs checkpoints, separate from the CA key; created
+    /// (mode 0600) on first start when absent, refused when others can read it.
+    #[serde(default = "default_audit_key_file")]
+    pub key_file: PathBuf,
+    /// Where every record is also written as one JSON line, for a SIEM: a file path (appended
+    /// to) or `-` for standard output. None: no copy.
+    #[serde(default)]
+    pub jsonl: Option<String>,
+    /// How often a checkpoint is signed when records were added since the last, in seconds.
+    #[serde(default = "default_checkpoint_interval_secs")]
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            key_file: default_audit_key_file(),
+            jsonl: None,
+            checkpoint_interval_secs: default_checkpoint_interval_secs(),
+        }
+    }
+}
+
+fn default_audit_key_file() -> PathBuf {
+    PathBuf::from("audit_key")
+}
+
+fn default_checkpoint_interval_secs() -> u64 {
+    300
+}
+
+/// Webhook notifications (see the `notify` module for the body and its signature).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// Default channel: approvals and denials for requesters, break-glass alerts, and pending
+    /// requests of profiles without an `approver_webhook`. None: no notifications.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable holding the HMAC secret that signs every body.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// File holding the HMAC secret (must not be readable by others).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Time each delivery attempt may take, in seconds (default 3).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
 }
 
 fn default_groups_claim() -> String {
@@ -261,6 +327,18 @@ impl Config {
             store,
             policy,
             http: raw.http,
+            notifications: NotificationsConfig {
+                secret_file: raw.notifications.secret_file.as_deref().map(resolve),
+                ..raw.notifications
+            },
+            audit: AuditConfig {
+                key_file: resolve(&raw.audit.key_file),
+                jsonl: raw.audit.jsonl.map(|target| match target.as_str() {
+                    "-" => target,
+                    path => resolve(Path::new(path)).display().to_string(),
+                }),
+                ..raw.audit
+            },
         })
     }
 }

@@ -15,12 +15,17 @@
 
 #![forbid(unsafe_code)]
 
+pub mod approvals;
+pub mod audit;
 pub mod config;
+pub mod hosts;
 pub mod http;
 pub mod identity;
 pub mod krl;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
+pub mod revocation;
 pub mod server;
 pub mod service;
 pub mod signer;

@@ -46,6 +46,45 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Check the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Enrol servers.
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HostCommand {
+    /// Print a one-time token with which `jit-host setup` enrols the inventory host NAME.
+    Enroll {
+        /// The host's name in profiles.toml's [hosts].
+        name: String,
+        /// Configuration file naming the store and the policy files.
+        #[arg(long, default_value = "/etc/jit-ca/jit-ca.toml")]
+        config: PathBuf,
+        /// Enrol the host in only these of its inventory groups (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        groups: Option<Vec<String>>,
+        /// How long the token stays usable.
+        #[arg(long, default_value = "1h", value_parser = jit_proto::parse_duration)]
+        ttl: std::time::Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the stored audit log: its hash chain, every checkpoint's signature, and that no
+    /// record was removed below a checkpoint. Names the first bad record; exits 1 when any.
+    Verify {
+        /// Configuration file naming the store and the audit key.
+        #[arg(long, default_value = "/etc/jit-ca/jit-ca.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -106,6 +145,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy {
             command: PolicyCommand::Check { config },
         } => policy_check(config),
+        Command::Audit {
+            command: AuditCommand::Verify { config },
+        } => audit_verify(config),
+        Command::Host {
+            command:
+                HostCommand::Enroll {
+                    name,
+                    config,
+                    groups,
+                    ttl,
+                },
+        } => host_enroll(config, &name, groups.as_deref(), ttl),
         Command::Policy {
             command:
                 PolicyCommand::Explain {
@@ -276,4 +327,59 @@ fn policy_explain(
             Ok(())
         }
     }
+}
+
+fn audit_verify(config_path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&config_path)?;
+    // The key must exist already: verifying with a key made up now would prove nothing.
+    let key = jit_ca::audit::AuditKey::load(&config.audit.key_file)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+
+    let verified = runtime.block_on(async {
+        let store = jit_ca::store::sqlite::SqliteStore::open(&config.store.url).await?;
+        anyhow::Ok(jit_ca::audit::verify::verify_store(&store, key.public_key()).await?)
+    })?;
+    println!(
+        "audit log ok: {} records, {} checkpoints, the newest covering {} records ({} after it)",
+        verified.records,
+        verified.checkpoints,
+        verified.covered,
+        verified.unsigned_tail()
+    );
+    Ok(())
+}
+
+fn host_enroll(
+    config_path: PathBuf,
+    name: &str,
+    groups: Option<&[String]>,
+    ttl: std::time::Duration,
+) -> anyhow::Result<()> {
+    let config = Config::load(&config_path)?;
+    let policy = Policy::load(&config.policy.profiles, &config.policy.cedar)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+
+    let (token, record) = runtime.block_on(async {
+        let store = jit_ca::store::sqlite::SqliteStore::open(&config.store.url).await?;
+        let now = Utc::now();
+        let made =
+            jit_ca::hosts::create_enrollment_token(&store, &policy.profiles, name, groups, ttl, now)
+                .await?;
+        anyhow::Ok(made)
+    })?;
+    // The token goes to standard output alone, so that it can be captured; it is not logged.
+    println!("{token}");
+    eprintln!(
+        "one-time token for host {name} (groups: {}), valid until {}; on the host run:\n  \
+         jit-host setup --server URL --name {name} --token TOKEN",
+        record.groups.join(","),
+        record.expires_at.to_rfc3339()
+    );
+    Ok(())
 }

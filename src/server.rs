@@ -10,10 +10,12 @@ use jit_proto::ClientConfig;
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
-use crate::config::{CaConfig, Config};
+use crate::config::{CaConfig, Config, NotificationsConfig};
+use crate::http::revocation::RevocationState;
 use crate::http::{router, AppState};
 use crate::identity::TokenVerifier;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::policy::Policy;
 use crate::service::Service;
 use crate::signer::{read_secret_file, CaKey};
@@ -55,6 +57,46 @@ pub fn load_or_create_ca_key(ca: &CaConfig) -> Result<CaKey, StartError> {
         return Ok(created);
     }
     CaKey::load(&ca.key_file, passphrase.as_ref()).map_err(|error| StartError(error.to_string()))
+}
+
+/// How often pending requests are checked for expiry and break-glass grants for missing
+/// reviews.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+fn start_notifier(config: &NotificationsConfig) -> Result<Option<Notifier>, StartError> {
+    let Some(url) = &config.url else {
+        return Ok(None);
+    };
+    let secret = if let Some(variable) = &config.secret_env {
+        Zeroizing::new(std::env::var(variable).map_err(|_| {
+            StartError(format!(
+                "[notifications] secret_env names `{variable}`, which is not set"
+            ))
+        })?)
+    } else if let Some(path) = &config.secret_file {
+        read_secret_file(path).map_err(StartError)?
+    } else {
+        return Err(StartError(
+            "[notifications] needs secret_env or secret_file to sign webhook bodies".into(),
+        ));
+    };
+    let timeout = Duration::from_secs(config.timeout_secs.unwrap_or(3).clamp(1, 30));
+    Notifier::start(Some(url.clone()), secret, timeout)
+        .map(Some)
+        .map_err(StartError)
+}
+
+/// The background loop at the edge: it reads the clock and calls the service.
+fn spawn_sweeper(service: Arc<Service>) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = service.sweep(chrono::Utc::now()).await {
+                tracing::warn!(%error, "sweep of pending requests failed");
+            }
+        }
+    });
 }
 
 /// A CA ready to serve: its listener is bound, so the port is known.
@@ -112,14 +154,34 @@ pub async fn prepare(config: &Config) -> Result<Ready, StartError> {
         }
     }
 
-    let service = Service::new(
+    let store = Arc::new(store);
+    let auditor = crate::audit::start_audit(config, store.clone(), ca_key.fingerprint())
+        .await
+        .map_err(|error| StartError(error.to_string()))?;
+
+    let mut service = Service::new(
         Arc::new(policy),
         Arc::new(ca_key),
-        Arc::new(store),
+        store,
         Duration::from_secs(config.ca.backdate_secs),
+        auditor,
     );
+    if let Some(notifier) = start_notifier(&config.notifications)? {
+        service = service.with_notifier(notifier);
+    }
+    let service = Arc::new(service);
+    spawn_sweeper(Arc::clone(&service));
+
+    let revocation = RevocationState::new(
+        Arc::clone(&service),
+        &config.ca.previous_public_keys,
+        Duration::from_secs(config.http.request_timeout_secs),
+    )
+    .await
+    .map_err(|error| StartError(error.to_string()))?;
+
     let state = AppState {
-        service: Arc::new(service),
+        service,
         verifier: Arc::new(verifier),
         metrics: Arc::new(Metrics::default()),
         client_config: ClientConfig {
@@ -127,6 +189,7 @@ pub async fn prepare(config: &Config) -> Result<Ready, StartError> {
             client_id: config.oidc.client_id.clone(),
             scopes: config.oidc.scopes.clone(),
         },
+        revocation: Arc::new(revocation),
     };
     let app = router(Arc::new(state), &config.http);
 

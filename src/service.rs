@@ -20,7 +20,9 @@ use rand::Rng;
 use ssh_key::HashAlg;
 use tokio::sync::Mutex;
 
+use crate::audit::Auditor;
 use crate::identity::Identity;
+use crate::notify::Notifier;
 use crate::policy::{Decision, Policy, Refusal, RequestInput};
 use crate::signer::{parse_subject_key, CaKey, CertificateOrder, SignError, SubjectKeyError};
 use crate::store::{
@@ -47,12 +49,26 @@ pub enum ServiceError {
     /// The request body is well-formed JSON but not a valid request.
     #[error("{0}")]
     BadRequest(String),
-    /// No such request, or not the caller's.
-    #[error("no request `{0}` of yours")]
+    /// No such request or grant, or not the caller's.
+    #[error("no request or grant `{0}` of yours")]
     NotFound(String),
+    /// The caller may not do this (self-approval, an approver outside the rules).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request or grant is not in a state that allows this.
+    #[error("{message}")]
+    Conflict {
+        /// Stable code for the error body.
+        code: &'static str,
+        /// One line for a human.
+        message: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The audit log could not record the event, so the CA does not act on it.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     /// The signer refused the order (a bug if it happens: the service builds orders).
     #[error(transparent)]
     Sign(#[from] SignError),
@@ -76,6 +92,32 @@ pub struct Outcome {
     pub decision: Decision,
 }
 
+/// The parts of a certificate that come from the profile rather than from the grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CertificateShape {
+    pub(crate) extensions: Vec<String>,
+    pub(crate) force_command: Option<String>,
+    pub(crate) pin_source_address: bool,
+}
+
+impl CertificateShape {
+    pub(crate) fn from_decision(decision: &Decision) -> CertificateShape {
+        CertificateShape {
+            extensions: decision.extensions.iter().cloned().collect(),
+            force_command: decision.force_command.clone(),
+            pin_source_address: decision.pin_source_address,
+        }
+    }
+
+    pub(crate) fn from_profile(profile: &crate::policy::Profile) -> CertificateShape {
+        CertificateShape {
+            extensions: profile.extensions.iter().cloned().collect(),
+            force_command: profile.force_command.clone(),
+            pin_source_address: profile.pin_source_address,
+        }
+    }
+}
+
 /// Hands out serials from blocks reserved in the store.
 struct SerialAllocator {
     next: u64,
@@ -84,11 +126,13 @@ struct SerialAllocator {
 
 /// The CA's core service.
 pub struct Service {
-    policy: Arc<Policy>,
-    ca_key: Arc<CaKey>,
-    store: Arc<dyn Store>,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) ca_key: Arc<CaKey>,
+    pub(crate) store: Arc<dyn Store>,
     serials: Mutex<SerialAllocator>,
     backdate: Duration,
+    pub(crate) notifier: Option<Notifier>,
+    pub(crate) audit: Arc<Auditor>,
 }
 
 impl Service {
@@ -98,6 +142,7 @@ impl Service {
         ca_key: Arc<CaKey>,
         store: Arc<dyn Store>,
         backdate: Duration,
+        audit: Arc<Auditor>,
     ) -> Service {
         Service {
             policy,
@@ -105,7 +150,20 @@ impl Service {
             store,
             serials: Mutex::new(SerialAllocator { next: 0, end: 0 }),
             backdate,
+            notifier: None,
+            audit,
         }
+    }
+
+    /// The audit log, for recording events and reading records.
+    pub fn auditor(&self) -> &Arc<Auditor> {
+        &self.audit
+    }
+
+    /// Sends webhook notifications through `notifier`.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Service {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// The loaded policy.
@@ -164,6 +222,16 @@ impl Service {
             Some(seconds) => Some(Duration::from_secs(seconds)),
             None => None,
         };
+        // A planned start may lie ahead (at most 30 days); one in the past means "now".
+        let start_at = match body.start_at {
+            Some(start) if start > now + TimeDelta::days(30) => {
+                return Err(ServiceError::BadRequest(
+                    "start_at is more than 30 days ahead".into(),
+                ))
+            }
+            Some(start) if start > now => Some(start.trunc_subsecs(0)),
+            _ => None,
+        };
         let input = RequestInput {
             profile: body.profile,
             target: body.host,
@@ -173,7 +241,13 @@ impl Service {
             ticket: body.ticket.filter(|ticket| !ticket.is_empty()),
         };
 
-        let decision = self.policy.decide(identity, &input, now)?;
+        let decision = match self.policy.decide(identity, &input, now) {
+            Ok(decision) => decision,
+            Err(refusal) => {
+                self.audit_refusal(identity, &input, &refusal, now).await?;
+                return Err(refusal.into());
+            }
+        };
 
         let request_ttl = to_delta(decision.request_ttl);
         let mut request = RequestRecord {
@@ -199,23 +273,26 @@ impl Service {
                 .chain(&decision.auto_approve_rule_ids)
                 .cloned()
                 .collect(),
+            start_at,
+            extends_grant: None,
+            break_glass: decision.break_glass,
+            acknowledged_by: None,
         };
 
         if !decision.auto_approved {
+            self.audit_request(identity, &request, &decision, None, now)
+                .await?;
             self.store.insert_request(&request).await?;
-            let message = format!(
-                "waiting for {} approval(s); request expires at {}",
-                decision.required_approvals,
-                request.expires_at.to_rfc3339()
-            );
-            let view = request_view(&request, None, message);
+            self.notify_pending(&request);
+            let message = pending_message(&request, 0);
+            let view = request_view(&request, None, Vec::new(), message);
             return Ok(Outcome { view, decision });
         }
 
         request.status = RequestStatus::Approved;
         // The grant's clock starts now, at approval, on a whole second: certificates count
         // validity in seconds, and the grant must say exactly what its certificate says.
-        let grant_start = now.trunc_subsecs(0);
+        let grant_start = start_at.unwrap_or(now).trunc_subsecs(0);
         let grant = GrantRecord {
             id: new_id("g"),
             request_id: request.id.clone(),
@@ -227,17 +304,27 @@ impl Service {
             holder: person(identity),
             created_at: now,
         };
+        let shape = CertificateShape::from_decision(&decision);
         let certificate = self
-            .sign_for_grant(&grant, &decision, subject_key, identity, client, now)
+            .sign_for_grant(&grant, &shape, subject_key, client, now)
             .await?;
         let issuance = Issuance {
             request,
             grant,
             certificate,
         };
+        // Recorded before it is stored: a certificate anyone can fetch has its record.
+        let issued = Some((&issuance.grant, &issuance.certificate));
+        self.audit_request(identity, &issuance.request, &decision, issued, now)
+            .await?;
         self.store.record_issuance(&issuance).await?;
+        if decision.break_glass {
+            self.notify_break_glass(&issuance.request, &issuance.grant);
+        }
 
-        let message = if decision.duration_capped {
+        let message = if decision.break_glass {
+            "break-glass access granted; approvers have been alerted and will review it".to_owned()
+        } else if decision.duration_capped {
             "approved; duration cut to the profile's maximum".to_owned()
         } else {
             "approved".to_owned()
@@ -246,16 +333,22 @@ impl Service {
             grant: issuance.grant,
             certificate: Some(issuance.certificate),
         };
-        let view = request_view(&issuance.request, Some(&grant_with_certificate), message);
+        let view = request_view(
+            &issuance.request,
+            Some(&grant_with_certificate),
+            Vec::new(),
+            message,
+        );
         Ok(Outcome { view, decision })
     }
 
-    async fn sign_for_grant(
+    /// Signs a certificate for `grant` (its principals and window) with the profile's shape,
+    /// valid from the grant's start (back-dated) to its end.
+    pub(crate) async fn sign_for_grant(
         &self,
         grant: &GrantRecord,
-        decision: &Decision,
+        shape: &CertificateShape,
         subject_key: ssh_key::PublicKey,
-        identity: &Identity,
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<CertificateRecord, ServiceError> {
@@ -264,10 +357,10 @@ impl Service {
         let mut critical_options = BTreeMap::new();
         // PROTOCOL.certkeys: `force-command` replaces whatever the user asks to run, and
         // `source-address` limits the addresses the certificate is accepted from.
-        if let Some(command) = &decision.force_command {
+        if let Some(command) = &shape.force_command {
             critical_options.insert("force-command".to_owned(), command.clone());
         }
-        if decision.pin_source_address {
+        if shape.pin_source_address {
             let prefix = if client.address.is_ipv4() { 32 } else { 128 };
             critical_options.insert(
                 "source-address".to_owned(),
@@ -279,11 +372,11 @@ impl Service {
         let order = CertificateOrder {
             subject_key: subject_key.clone(),
             serial,
-            key_id: key_id(identity, &grant.id, serial),
+            key_id: key_id(&grant.holder, &grant.id, serial),
             principals: grant.principals.clone(),
             valid_after: unix_seconds(valid_after),
             valid_before: unix_seconds(grant.ends_at),
-            extensions: decision.extensions.iter().cloned().collect(),
+            extensions: shape.extensions.clone(),
             critical_options,
         };
         let certificate = self.ca_key.sign(&order, &mut rand::thread_rng())?;
@@ -301,7 +394,7 @@ impl Service {
             public_key_fingerprint: subject_key.fingerprint(HashAlg::Sha256).to_string(),
             ca_key_fingerprint: self.ca_key.fingerprint().to_owned(),
             certificate: certificate_text,
-            holder: person(identity),
+            holder: grant.holder.clone(),
             client_address: client.address.to_string(),
             user_agent: client.user_agent.clone(),
             issued_at: now,
@@ -325,19 +418,33 @@ impl Service {
         if !owned_by(&request.requester, identity) {
             return Err(not_found());
         }
+        self.ensure_grant(&request, now).await?;
 
-        let grant = self.store.find_grant_by_request(request_id).await?;
-        let status = effective_status(&request, now);
+        self.view_of(&request, now).await
+    }
+
+    /// The requester's view of a stored request, as of `now`.
+    pub(crate) async fn view_of(
+        &self,
+        request: &RequestRecord,
+        now: DateTime<Utc>,
+    ) -> Result<AccessRequestView, ServiceError> {
+        // An approved extension reports the grant it moved, with the re-issued certificate.
+        let grant = match &request.extends_grant {
+            Some(grant_id) if request.status == RequestStatus::Approved => {
+                self.store.find_grant(grant_id).await?
+            }
+            _ => self.store.find_grant_by_request(&request.id).await?,
+        };
+        let approvers = self.store.approvers_of(&request.id).await?;
+        let status = effective_status(request, now);
         let message = match status {
-            RequestStatus::Pending => format!(
-                "waiting for {} approval(s); request expires at {}",
-                request.required_approvals,
-                request.expires_at.to_rfc3339()
-            ),
+            RequestStatus::Pending => pending_message(request, approvers.len()),
             RequestStatus::Expired => "not approved in time".to_owned(),
+            RequestStatus::Approved if grant.is_none() => "approved; certificate pending".to_owned(),
             other => other.as_str().to_owned(),
         };
-        let mut view = request_view(&request, grant.as_ref(), message);
+        let mut view = request_view(request, grant.as_ref(), approvers, message);
         view.status = status;
         Ok(view)
     }
@@ -354,8 +461,16 @@ impl Service {
     }
 }
 
+fn pending_message(request: &RequestRecord, approvals: usize) -> String {
+    format!(
+        "waiting for approval ({approvals} of {}); request expires at {}",
+        request.required_approvals,
+        request.expires_at.to_rfc3339()
+    )
+}
+
 /// A pending request past its deadline counts as expired even before a sweep marks it.
-fn effective_status(request: &RequestRecord, now: DateTime<Utc>) -> RequestStatus {
+pub(crate) fn effective_status(request: &RequestRecord, now: DateTime<Utc>) -> RequestStatus {
     if request.status == RequestStatus::Pending && now >= request.expires_at {
         RequestStatus::Expired
     } else {
@@ -363,11 +478,11 @@ fn effective_status(request: &RequestRecord, now: DateTime<Utc>) -> RequestStatu
     }
 }
 
-fn owned_by(owner: &Person, identity: &Identity) -> bool {
+pub(crate) fn owned_by(owner: &Person, identity: &Identity) -> bool {
     owner.issuer == identity.issuer && owner.subject == identity.subject
 }
 
-fn person(identity: &Identity) -> Person {
+pub(crate) fn person(identity: &Identity) -> Person {
     Person {
         issuer: identity.issuer.clone(),
         subject: identity.subject.clone(),
@@ -377,9 +492,11 @@ fn person(identity: &Identity) -> Person {
 }
 
 /// `alice@example.com/g-…/17`: who, which grant, which certificate, readable in sshd's log.
-fn key_id(identity: &Identity, grant_id: &str, serial: u64) -> String {
-    let name: String = identity
-        .display_name()
+fn key_id(holder: &Person, grant_id: &str, serial: u64) -> String {
+    let name: String = holder
+        .email
+        .as_deref()
+        .unwrap_or(&holder.subject)
         .chars()
         .take(128)
         .map(|character| {
@@ -395,7 +512,7 @@ fn key_id(identity: &Identity, grant_id: &str, serial: u64) -> String {
 
 /// A random identifier with a type prefix: `r-` requests, `g-` grants. 60 bits of randomness in
 /// lowercase base32, unambiguous when read aloud.
-fn new_id(prefix: &str) -> String {
+pub(crate) fn new_id(prefix: &str) -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
     let mut rng = rand::thread_rng();
     let suffix: String = (0..12)
@@ -404,7 +521,7 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}-{suffix}")
 }
 
-fn to_delta(duration: Duration) -> TimeDelta {
+pub(crate) fn to_delta(duration: Duration) -> TimeDelta {
     TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
 }
 
@@ -412,7 +529,7 @@ fn unix_seconds(time: DateTime<Utc>) -> u64 {
     u64::try_from(time.timestamp()).unwrap_or(0)
 }
 
-fn clip(text: &str) -> String {
+pub(crate) fn clip(text: &str) -> String {
     text.chars()
         .take(64)
         .map(|character| {
@@ -436,7 +553,7 @@ fn certificate_view(certificate: &CertificateRecord) -> IssuedCertificate {
     }
 }
 
-fn grant_view(grant: &GrantWithCertificate) -> GrantView {
+pub(crate) fn grant_view(grant: &GrantWithCertificate) -> GrantView {
     GrantView {
         grant_id: grant.grant.id.clone(),
         request_id: grant.grant.request_id.clone(),
@@ -449,9 +566,10 @@ fn grant_view(grant: &GrantWithCertificate) -> GrantView {
     }
 }
 
-fn request_view(
+pub(crate) fn request_view(
     request: &RequestRecord,
     grant: Option<&GrantWithCertificate>,
+    approvals: Vec<String>,
     message: String,
 ) -> AccessRequestView {
     AccessRequestView {
@@ -470,6 +588,12 @@ fn request_view(
             .unwrap_or_else(|| request.requester.subject.clone()),
         created_at: request.created_at,
         message,
+        required_approvals: request.required_approvals,
+        approvals,
+        break_glass: request.break_glass,
+        acknowledged_by: request.acknowledged_by.clone(),
+        extends_grant: request.extends_grant.clone(),
+        expires_at: Some(request.expires_at),
         grant: grant.map(grant_view),
     }
 }
@@ -490,18 +614,13 @@ mod tests {
 
     #[test]
     fn key_id_names_user_grant_and_serial_in_printable_ascii() {
-        let identity = Identity {
+        let holder = Person {
             issuer: "https://idp".into(),
             subject: "s".into(),
             email: Some("al ice@example.com".into()),
             groups: Vec::new(),
-            auth_methods: Vec::new(),
-            auth_time: None,
         };
 
-        assert_eq!(
-            key_id(&identity, "g-abc", 17),
-            "al?ice@example.com/g-abc/17"
-        );
+        assert_eq!(key_id(&holder, "g-abc", 17), "al?ice@example.com/g-abc/17");
     }
 }

@@ -285,6 +285,62 @@ impl CaKey {
         }
         builder.sign(&self.private_key).map_err(library)
     }
+
+    /// Signs `order` as an OpenSSH host certificate, refusing one without principals (it would
+    /// vouch for the key under every host name) or with an empty validity.
+    pub fn sign_host(
+        &self,
+        order: &HostCertificateOrder,
+        rng: &mut (impl CryptoRng + RngCore),
+    ) -> Result<Certificate, SignError> {
+        if order.principals.is_empty() {
+            return Err(SignError::NoPrincipals);
+        }
+        if order.valid_before <= order.valid_after {
+            return Err(SignError::EmptyValidity);
+        }
+        let library = |error: ssh_key::Error| SignError::Library(error.to_string());
+
+        // PROTOCOL.certkeys: a host certificate names the host names it is valid for and
+        // carries no critical options or extensions.
+        let mut builder = Builder::new_with_random_nonce(
+            rng,
+            order.host_key.key_data().clone(),
+            order.valid_after,
+            order.valid_before,
+        )
+        .map_err(library)?;
+        builder
+            .serial(order.serial)
+            .map_err(library)?
+            .key_id(order.key_id.clone())
+            .map_err(library)?
+            .cert_type(CertType::Host)
+            .map_err(library)?;
+        for principal in &order.principals {
+            builder
+                .valid_principal(principal.clone())
+                .map_err(library)?;
+        }
+        builder.sign(&self.private_key).map_err(library)
+    }
+}
+
+/// Everything a host certificate will say. Built by the host enrolment from the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCertificateOrder {
+    /// The host's key.
+    pub host_key: PublicKey,
+    /// Serial allocated by the store.
+    pub serial: u64,
+    /// Key ID.
+    pub key_id: String,
+    /// Host names; never empty.
+    pub principals: Vec<String>,
+    /// Unix seconds.
+    pub valid_after: u64,
+    /// Unix seconds.
+    pub valid_before: u64,
 }
 
 enum PrivateFileError {

@@ -136,6 +136,31 @@ impl CaClient {
         self.send(url, call).await
     }
 
+    /// `GET /v1/audit`: one page of audit records matching `query`.
+    pub async fn audit_page(
+        &self,
+        id_token: &Secret,
+        query: &jit_proto::audit::AuditQuery,
+    ) -> Result<jit_proto::audit::AuditPage, ApiError> {
+        let url = self.server.endpoint("v1/audit");
+        let call = self
+            .http
+            .get(url.clone())
+            .query(query)
+            .bearer_auth(id_token.expose());
+        self.send(url, call).await
+    }
+
+    /// `GET /v1/audit/checkpoint`: the newest signed checkpoint of the audit log.
+    pub async fn audit_checkpoint(
+        &self,
+        id_token: &Secret,
+    ) -> Result<jit_proto::audit::Checkpoint, ApiError> {
+        let url = self.server.endpoint("v1/audit/checkpoint");
+        let call = self.http.get(url.clone()).bearer_auth(id_token.expose());
+        self.send(url, call).await
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         url: Url,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
-use jit_client::commands::{self, fetch, login, request, ssh, status, Context};
+use jit_client::commands::{self, audit, fetch, login, request, ssh, status, Context};
 use jit_client::config::Environment;
 use jit_client::login::{LoginFlow, LoginOptions};
 
@@ -40,6 +40,11 @@ enum Command {
     Ssh(SshCli),
     /// Show active grants and requests waiting for approval; removes expired local grants.
     Status(StatusCli),
+    /// The auditors' tools: list, show, export and verify the CA's audit log.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +207,7 @@ async fn run_async(context: &Context, command: Command) -> anyhow::Result<()> {
             };
             status::run(context, &args).await
         }
+        Command::Audit { command } => audit::run(context, command).await,
         Command::Ssh(_) => Ok(()),
     };
     Ok(outcome?)

@@ -5,8 +5,10 @@
 //! sides must agree on (the duration syntax, which host and user names are acceptable, and how a
 //! certificate principal is spelled). It has no I/O and no HTTP.
 
+pub mod audit;
 pub mod duration;
 pub mod names;
+pub mod revocation;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -39,6 +41,9 @@ pub struct CreateAccessRequest {
     pub ticket: Option<String>,
     /// The public key to certify, in OpenSSH `authorized_keys` format.
     pub public_key: String,
+    /// A planned start (`jit request --at`); the grant never starts before its approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<DateTime<Utc>>,
 }
 
 /// Where a request is in its life.
@@ -107,6 +112,24 @@ pub struct AccessRequestView {
     pub created_at: DateTime<Utc>,
     /// Human-readable explanation of the state (why it is pending, for example).
     pub message: String,
+    /// Approvals the request needs.
+    #[serde(default)]
+    pub required_approvals: u32,
+    /// Distinct approvers who approved so far.
+    #[serde(default)]
+    pub approvals: Vec<String>,
+    /// A break-glass activation: granted at once, reviewed afterwards.
+    #[serde(default)]
+    pub break_glass: bool,
+    /// For a break-glass grant: who acknowledged it after the fact, if anyone has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<String>,
+    /// For an extension: the grant it extends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends_grant: Option<String>,
+    /// When a pending request lapses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
     /// The grant, once approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<GrantView>,
@@ -157,6 +180,73 @@ pub struct GrantList {
     /// The grants.
     pub grants: Vec<GrantView>,
 }
+
+/// Body of `POST /v1/requests/{id}/approve`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    /// Optional remark kept with the review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// Body of `POST /v1/requests/{id}/deny`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyBody {
+    /// Why the request is refused; required.
+    pub reason: String,
+}
+
+/// Body of `POST /v1/grants/{id}/extend`: a new request, judged like the first, that moves the
+/// grant's end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    /// How much longer, in seconds.
+    pub duration_secs: u64,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+    /// Ticket, when the profile wants one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+}
+
+/// Body of `GET /v1/reviews`: what the caller may review now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewList {
+    /// Pending requests the caller may approve, and open break-glass reviews.
+    pub requests: Vec<AccessRequestView>,
+}
+
+/// One step in a request's life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who (email or subject), or `jit-ca` for the CA itself.
+    pub actor: String,
+    /// `requested`, `approved`, `denied`, `cancelled`, `expired`, `granted`, `extended`,
+    /// `break_glass`, `acknowledged`.
+    pub kind: String,
+    /// Comment, reason or detail.
+    pub detail: String,
+}
+
+/// Body of `GET /v1/requests/{id}/history`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestHistory {
+    /// The request now.
+    pub request: AccessRequestView,
+    /// Its steps, oldest first.
+    pub events: Vec<HistoryEvent>,
+}
+
+/// The error code of a 401 asking the user to log in again with stronger or fresher
+/// authentication. The response's `WWW-Authenticate` header carries `acr_values` and `max_age`
+/// (RFC 9470, OAuth 2.0 step-up authentication).
+pub const STEP_UP_ERROR: &str = "insufficient_user_authentication";
 
 /// Body of `GET /v1/config`: what a client needs to log in to this CA's identity provider.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

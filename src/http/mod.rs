@@ -22,6 +22,10 @@ use tower::limit::ConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+mod approvals;
+mod audit;
+pub mod revocation;
+
 use crate::config::HttpConfig;
 use crate::identity::{BearerToken, Identity, TokenError, TokenVerifier, UnverifiedClaims};
 use crate::metrics::{Metrics, RequestOutcome};
@@ -37,6 +41,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// What `/v1/config` tells clients.
     pub client_config: ClientConfig,
+    /// Revocations, the KRL and enrolled hosts.
+    pub revocation: Arc<revocation::RevocationState>,
 }
 
 /// An error on its way to the caller.
@@ -45,14 +51,39 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// `WWW-Authenticate` challenge of a 401; plain `Bearer` when `None`.
+    challenge: Option<String>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    /// An error with its status, stable code and one-line message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
             message: message.into(),
+            challenge: None,
+        }
+    }
+
+    /// RFC 9470 step-up: a 401 whose challenge tells the client what login to ask for.
+    fn step_up(message: String, acr_values: Option<&str>, max_age_secs: Option<u64>) -> ApiError {
+        let mut challenge = format!(
+            "Bearer error=\"{}\", error_description=\"{}\"",
+            jit_proto::STEP_UP_ERROR,
+            message.replace('"', "'")
+        );
+        if let Some(acr_values) = acr_values {
+            challenge.push_str(&format!(", acr_values=\"{}\"", acr_values.replace('"', "")));
+        }
+        if let Some(max_age) = max_age_secs {
+            challenge.push_str(&format!(", max_age=\"{max_age}\""));
+        }
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: jit_proto::STEP_UP_ERROR,
+            message,
+            challenge: Some(challenge),
         }
     }
 
@@ -85,10 +116,13 @@ impl IntoResponse for ApiError {
         };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
+            let challenge = self
+                .challenge
+                .and_then(|challenge| header::HeaderValue::from_str(&challenge).ok())
+                .unwrap_or(header::HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }
@@ -107,6 +141,16 @@ impl From<TokenError> for ApiError {
 impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> ApiError {
         match error {
+            ServiceError::Refused(crate::policy::Refusal::StepUpRequired {
+                profile,
+                requirement,
+                acr_values,
+                max_age_secs,
+            }) => ApiError::step_up(
+                format!("profile `{profile}` requires {requirement}; log in again"),
+                acr_values.as_deref(),
+                max_age_secs,
+            ),
             ServiceError::Refused(refusal) if refusal.is_malformed() => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
@@ -126,7 +170,15 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", error.to_string())
             }
-            ServiceError::Store(_) | ServiceError::Sign(_) => ApiError::internal(&error),
+            ServiceError::Forbidden(message) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+            }
+            ServiceError::Conflict { code, message } => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
+            ServiceError::Store(_) | ServiceError::Sign(_) | ServiceError::Audit(_) => {
+                ApiError::internal(&error)
+            }
         }
     }
 }
@@ -141,6 +193,9 @@ pub fn router(state: Arc<AppState>, limits: &HttpConfig) -> Router {
         .route("/v1/requests", post(create_request))
         .route("/v1/requests/{request_id}", get(get_request))
         .route("/v1/grants", get(list_grants))
+        .merge(approvals::routes())
+        .merge(audit::routes())
+        .merge(revocation::routes())
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -175,13 +230,14 @@ async fn client_config(State(state): State<Arc<AppState>>) -> Json<ClientConfig>
     Json(state.client_config.clone())
 }
 
-async fn ca_keys(State(state): State<Arc<AppState>>) -> Response {
-    let line = state.service.ca_key().authorized_keys_line();
-    ([(header::CONTENT_TYPE, "text/plain")], format!("{line}\n")).into_response()
+async fn ca_keys(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    // The signing key, and earlier keys while certificates they signed are still valid.
+    let text = revocation::ca_keys_text(&state).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response())
 }
 
 /// Verifies the bearer token and logs a rejection as a security event.
-async fn authenticate(
+pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     peer: SocketAddr,
@@ -195,17 +251,23 @@ async fn authenticate(
             .map_err(|error| (error, UnverifiedClaims::peek(token.expose()))),
         None => Err((TokenError::Missing, UnverifiedClaims::default())),
     };
-    result.map_err(|(error, claims)| {
-        tracing::warn!(
-            target: "security",
-            reason = %error,
-            issuer = claims.issuer.as_deref().unwrap_or("-"),
-            subject = claims.subject.as_deref().unwrap_or("-"),
-            client = %peer.ip(),
-            "token rejected"
-        );
-        ApiError::from(error)
-    })
+    let (error, claims) = match result {
+        Ok(identity) => return Ok(identity),
+        Err(rejection) => rejection,
+    };
+    tracing::warn!(
+        target: "security",
+        reason = %error,
+        issuer = claims.issuer.as_deref().unwrap_or("-"),
+        subject = claims.subject.as_deref().unwrap_or("-"),
+        client = %peer.ip(),
+        "token rejected"
+    );
+    let event = crate::audit::record::token_rejected(&error, &claims, &client_info(headers, peer));
+    if let Err(audit_error) = state.service.auditor().record(event, now).await {
+        tracing::error!(error = %audit_error, "token rejection not recorded in the audit log");
+    }
+    Err(ApiError::from(error))
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<BearerToken> {
@@ -217,7 +279,7 @@ fn bearer_token(headers: &HeaderMap) -> Option<BearerToken> {
     Some(BearerToken::new(token.trim().to_owned()))
 }
 
-fn client_info(headers: &HeaderMap, peer: SocketAddr) -> ClientInfo {
+pub(crate) fn client_info(headers: &HeaderMap, peer: SocketAddr) -> ClientInfo {
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|value| value.to_str().ok())
@@ -228,7 +290,7 @@ fn client_info(headers: &HeaderMap, peer: SocketAddr) -> ClientInfo {
     }
 }
 
-fn decode_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let bytes = body.map_err(|rejection| {
@@ -371,7 +433,7 @@ async fn list_grants(
     Ok(Json(grants))
 }
 
-fn clip(text: &str) -> String {
+pub(crate) fn clip(text: &str) -> String {
     text.chars()
         .take(64)
         .map(|character| {

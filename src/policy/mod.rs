@@ -74,6 +74,18 @@ pub enum Refusal {
     /// The ticket does not match the profile's pattern.
     #[error("ticket does not match the pattern profile `{0}` requires")]
     TicketMalformed(String),
+    /// The profile wants stronger or fresher authentication than the token shows.
+    #[error("profile `{profile}` requires {requirement}; log in again")]
+    StepUpRequired {
+        /// Profile name.
+        profile: String,
+        /// What is missing, in words (`a second factor (amr otp)`, `a login within 10m`).
+        requirement: String,
+        /// `acr_values` to ask the provider for.
+        acr_values: Option<String>,
+        /// `max_age` to ask the provider for, in seconds.
+        max_age_secs: Option<u64>,
+    },
     /// The Cedar rules do not permit this person to request this profile for this target.
     #[error("you may not request profile `{profile}` for `{target}`")]
     NotPermitted {
@@ -110,6 +122,8 @@ pub struct Decision {
     pub duration_capped: bool,
     /// Granted without approvers.
     pub auto_approved: bool,
+    /// A break-glass activation: granted at once, loudly, and reviewed afterwards.
+    pub break_glass: bool,
     /// Approvals needed when not auto-approved.
     pub required_approvals: u32,
     /// How long a pending request may wait.
@@ -227,6 +241,7 @@ impl Policy {
                 rule_ids: request_verdict.rule_ids,
             });
         }
+        check_authentication(profile, identity, now)?;
         let auto_verdict = self.rules.decide(Action::AutoApprove, &facts);
 
         let principals = unix_users
@@ -240,7 +255,8 @@ impl Policy {
             principals,
             duration,
             duration_capped: requested > duration,
-            auto_approved: auto_verdict.allowed,
+            auto_approved: auto_verdict.allowed || profile.break_glass,
+            break_glass: profile.break_glass,
             required_approvals: profile.approvals,
             request_ttl: profile.request_ttl,
             extensions: profile.extensions.clone(),
@@ -254,6 +270,97 @@ impl Policy {
             },
         })
     }
+}
+
+/// What the rules see when someone reviews a stored request.
+#[derive(Debug, Clone)]
+pub struct ReviewFacts<'a> {
+    /// Profile of the request.
+    pub profile: &'a str,
+    /// Target as stored (`db-1` or `group:NAME`).
+    pub target: &'a str,
+    /// Unix users of the request.
+    pub unix_users: &'a [String],
+    /// Grant length, in seconds.
+    pub duration_secs: u64,
+    /// Requester's reason.
+    pub reason: &'a str,
+    /// Requester's ticket, or empty.
+    pub ticket: &'a str,
+}
+
+impl Policy {
+    /// Whether `reviewer` may approve (or deny, or acknowledge) a request with these facts.
+    /// Whether the reviewer is the requester is the service's business, not the rules'.
+    pub fn may_review(
+        &self,
+        reviewer: &Identity,
+        facts: &ReviewFacts<'_>,
+        now: DateTime<Utc>,
+    ) -> RuleVerdict {
+        let target = match self.profiles.resolve_target(facts.target) {
+            Ok(target) => target,
+            Err(error) => {
+                return RuleVerdict {
+                    allowed: false,
+                    rule_ids: Vec::new(),
+                    errors: vec![error],
+                }
+            }
+        };
+        let request_facts = RequestFacts {
+            identity: reviewer,
+            target: &target,
+            profile: facts.profile,
+            unix_users: facts.unix_users,
+            duration_secs: facts.duration_secs,
+            reason: facts.reason,
+            ticket: facts.ticket,
+            now: now.timestamp(),
+            hour_utc: now.hour(),
+            weekday: now.weekday().number_from_monday(),
+        };
+        self.rules.decide(Action::Approve, &request_facts)
+    }
+}
+
+/// OIDC Core 2 (`amr`, `auth_time`): the profile may demand a second factor and a recent login.
+fn check_authentication(
+    profile: &Profile,
+    identity: &Identity,
+    now: DateTime<Utc>,
+) -> Result<(), Refusal> {
+    let step_up = |requirement: String| Refusal::StepUpRequired {
+        profile: profile.name.clone(),
+        requirement,
+        acr_values: profile.step_up_acr_values.clone(),
+        max_age_secs: profile.max_auth_age.map(|age| age.as_secs()),
+    };
+
+    if !profile.require_amr.is_empty()
+        && !profile
+            .require_amr
+            .iter()
+            .any(|method| identity.auth_methods.contains(method))
+    {
+        return Err(step_up(format!(
+            "a login with one of: {}",
+            profile.require_amr.join(", ")
+        )));
+    }
+    if let Some(max_age) = profile.max_auth_age {
+        let fresh_enough = identity.auth_time.is_some_and(|auth_time| {
+            let age = now.signed_duration_since(auth_time);
+            age.num_seconds() <= i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)
+        });
+        if !fresh_enough {
+            return Err(step_up(format!(
+                "a login within the last {}",
+                jit_proto::format_duration(max_age)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Unicode format characters that change how text reads without being seen: bidirectional

@@ -112,7 +112,20 @@ pub struct Profile {
     pub approvals: u32,
     /// How long a request may wait for approval.
     pub request_ttl: Duration,
+    /// Break-glass: granted at once to whoever the rules let request it, reviewed afterwards.
+    pub break_glass: bool,
+    /// The ID token's `amr` must hold one of these (empty: no requirement).
+    pub require_amr: Vec<String>,
+    /// The login (`auth_time`) must be at most this old.
+    pub max_auth_age: Option<Duration>,
+    /// `acr_values` the client asks the provider for when stepping up.
+    pub step_up_acr_values: Option<String>,
+    /// Webhook URL of this profile's approvers (falls back to `[notifications] url`).
+    pub approver_webhook: Option<String>,
 }
+
+/// Longest grant a break-glass profile may give.
+pub const MAX_BREAK_GLASS_DURATION: Duration = Duration::from_secs(4 * 3600);
 
 impl Profile {
     /// Whether this profile may target `target`.
@@ -186,6 +199,16 @@ struct RawProfile {
     approvals: u32,
     #[serde(default = "default_request_ttl")]
     request_ttl: String,
+    #[serde(default)]
+    break_glass: bool,
+    #[serde(default)]
+    require_amr: Vec<String>,
+    #[serde(default)]
+    max_auth_age: Option<String>,
+    #[serde(default)]
+    step_up_acr_values: Option<String>,
+    #[serde(default)]
+    approver_webhook: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -325,6 +348,25 @@ fn check_profile(
     if raw.approvals == 0 || raw.approvals > 10 {
         return Err("approvals must be between 1 and 10".into());
     }
+    // Break-glass skips approvers, so it must be explained, tied to a ticket and short.
+    if raw.break_glass {
+        if !raw.require_reason || !raw.require_ticket {
+            return Err("break_glass requires require_reason and require_ticket".into());
+        }
+        if max_duration > MAX_BREAK_GLASS_DURATION {
+            return Err("break_glass max_duration may be at most 4h".into());
+        }
+    }
+    let max_auth_age = raw
+        .max_auth_age
+        .as_deref()
+        .map(|text| duration("max_auth_age", text))
+        .transpose()?;
+    if let Some(url) = &raw.approver_webhook {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err("approver_webhook must be an http(s) URL".into());
+        }
+    }
 
     Ok(Profile {
         name: name.to_owned(),
@@ -343,6 +385,11 @@ fn check_profile(
         ticket_pattern,
         approvals: raw.approvals,
         request_ttl,
+        break_glass: raw.break_glass,
+        require_amr: raw.require_amr,
+        max_auth_age,
+        step_up_acr_values: raw.step_up_acr_values,
+        approver_webhook: raw.approver_webhook,
     })
 }
 

@@ -41,9 +41,49 @@ type RequestContext = {
   amr: Set<String>,
 };
 
-action request, auto_approve appliesTo {
+action request, auto_approve, approve appliesTo {
   principal: [User],
   resource: [Host, HostGroup],
+  context: RequestContext,
+};
+
+// Revocation: a grant (a child of its host or host group) or a public key. The context holds
+// every attribute of RequestContext, filled from the grant being revoked, so that a rule which
+// names no action still validates; `kind` says what the caller named (grant, serial, user or
+// key) and `own` whether everything revoked belongs to the caller.
+entity Grant in [Host, HostGroup] = {
+  profile: String,
+  holder_email: String,
+};
+entity PublicKey;
+
+type RevokeContext = {
+  kind: String,
+  own: Bool,
+  profile: String,
+  unix_users: Set<String>,
+  duration_secs: Long,
+  reason: String,
+  ticket: String,
+  now: Long,
+  hour_utc: Long,
+  weekday: Long,
+  amr: Set<String>,
+};
+
+action revoke appliesTo {
+  principal: [User],
+  resource: [Grant, PublicKey],
+  context: RevokeContext,
+};
+
+// Reading the audit log (the one `AuditLog::"log"`). The context is a RequestContext with
+// empty request fields, so that a rule which names no action still validates.
+entity AuditLog;
+
+action audit appliesTo {
+  principal: [User],
+  resource: [AuditLog],
   context: RequestContext,
 };
 "#;
@@ -65,6 +105,8 @@ pub enum Action {
     Request,
     /// May the request be granted without approvers?
     AutoApprove,
+    /// May this person (the principal) approve someone else's request with these facts?
+    Approve,
 }
 
 impl Action {
@@ -72,6 +114,7 @@ impl Action {
         match self {
             Action::Request => "request",
             Action::AutoApprove => "auto_approve",
+            Action::Approve => "approve",
         }
     }
 }
@@ -167,6 +210,12 @@ impl Rules {
     /// Number of rules loaded.
     pub fn rule_count(&self) -> usize {
         self.rule_count
+    }
+
+    /// The validated rules and their schema, for modules that build the entities and context
+    /// of an action of their own (revocation).
+    pub fn cedar(&self) -> (&PolicySet, &Schema) {
+        (&self.policies, &self.schema)
     }
 
     /// Asks the rules about `action` for these facts. Deny unless some rule permits and none

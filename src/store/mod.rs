@@ -6,7 +6,11 @@
 //! transaction inside the backend, and serial numbers are allocated by the backend, never by
 //! the process, so they stay unique and increasing.
 
+pub mod audit;
+pub mod revocation;
 pub mod sqlite;
+pub mod sqlite_audit;
+mod sqlite_revocation;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -85,6 +89,14 @@ pub struct RequestRecord {
     pub required_approvals: u32,
     /// `@id`s of the rules that allowed it.
     pub decision_rules: Vec<String>,
+    /// Planned start, when the requester named one.
+    pub start_at: Option<DateTime<Utc>>,
+    /// The grant this request extends, for an extension.
+    pub extends_grant: Option<String>,
+    /// A break-glass activation.
+    pub break_glass: bool,
+    /// Who acknowledged a break-glass activation after the fact.
+    pub acknowledged_by: Option<String>,
 }
 
 /// A stored grant: the approved window.
@@ -161,9 +173,85 @@ pub struct GrantWithCertificate {
     pub certificate: Option<CertificateRecord>,
 }
 
+/// An approver's or denier's verdict on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Counts towards the required approvals.
+    Approve,
+    /// Ends the request.
+    Deny,
+}
+
+impl Verdict {
+    /// Name in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+/// One review to record.
+#[derive(Debug, Clone)]
+pub struct Review {
+    /// The request reviewed.
+    pub request_id: String,
+    /// Who reviews.
+    pub reviewer: Person,
+    /// Approve or deny.
+    pub verdict: Verdict,
+    /// Comment (approval) or reason (denial).
+    pub comment: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// What a review changed, decided inside one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewResult {
+    /// Counted; the request still waits. Holds the approvers so far.
+    Counted(Vec<String>),
+    /// This approval was the last one needed: the request is now approved.
+    Approved(Vec<String>),
+    /// The request is now denied.
+    Denied,
+    /// The reviewer had already reviewed this request; nothing changed.
+    AlreadyReviewed,
+    /// The request is not pending (any more); nothing changed.
+    NotPending(RequestStatus),
+}
+
+/// One line of a request's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who, or `jit-ca`.
+    pub actor: String,
+    /// What happened (`requested`, `approved`, ...).
+    pub kind: String,
+    /// Comment, reason or detail.
+    pub detail: String,
+}
+
+/// An extension's effect, written together: the new request, the grant's new end, the new
+/// certificate.
+#[derive(Debug, Clone)]
+pub struct Extension {
+    /// The extension request, status `approved`, `extends_grant` set.
+    pub request: RequestRecord,
+    /// The grant extended.
+    pub grant_id: String,
+    /// Its new end.
+    pub new_end: DateTime<Utc>,
+    /// The re-issued certificate.
+    pub certificate: CertificateRecord,
+}
+
 /// The storage interface the service uses.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: audit::AuditStore + revocation::RevocationStore + Send + Sync {
     /// Reserves `count` consecutive serials and returns the first. Reserved serials are never
     /// handed out again, even if the process dies before using them.
     async fn reserve_serials(&self, count: u64) -> StoreResult<u64>;
@@ -193,4 +281,69 @@ pub trait Store: Send + Sync {
 
     /// Number of requests waiting for approval.
     async fn count_pending(&self) -> StoreResult<u64>;
+
+    /// Records a review and, in the same transaction, the state change it causes: each
+    /// reviewer counts once, one denial denies, the last needed approval approves. Refuses
+    /// (returns `NotPending`) a request that is not pending or whose deadline passed at `at`.
+    async fn record_review(&self, review: &Review, required: u32) -> StoreResult<ReviewResult>;
+
+    /// Stores the grant and first certificate of a request approved by reviewers. Returns
+    /// `false` (and stores nothing) when the request already has a grant.
+    async fn record_grant(
+        &self,
+        grant: &GrantRecord,
+        certificate: &CertificateRecord,
+    ) -> StoreResult<bool>;
+
+    /// Cancels a pending request; `false` when it was not pending.
+    async fn cancel_request(
+        &self,
+        request_id: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Marks a break-glass activation as reviewed; `false` when already acknowledged.
+    async fn acknowledge(
+        &self,
+        request_id: &str,
+        actor: &str,
+        comment: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Records an extension: the grant's new end and the new certificate, and the extension
+    /// request itself when `insert_request` (it is already stored when approvers approved it).
+    async fn record_extension(
+        &self,
+        extension: &Extension,
+        insert_request: bool,
+    ) -> StoreResult<()>;
+
+    /// Marks pending requests whose deadline passed at `now` as expired and returns them.
+    async fn expire_pending(&self, now: DateTime<Utc>) -> StoreResult<Vec<RequestRecord>>;
+
+    /// Pending requests (deadline not passed at `now`) and unacknowledged break-glass
+    /// activations, oldest first, at most `limit`.
+    async fn open_for_review(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<RequestRecord>>;
+
+    /// Emails (or subjects) of those who approved a request, in order.
+    async fn approvers_of(&self, request_id: &str) -> StoreResult<Vec<String>>;
+
+    /// A request's history, oldest first.
+    async fn history(&self, request_id: &str) -> StoreResult<Vec<EventRecord>>;
+
+    /// Break-glass activations whose grant ended by `now` without an acknowledgement and whose
+    /// alert was not sent yet; marks them alerted.
+    async fn take_unreviewed_break_glass(
+        &self,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<RequestRecord>>;
+
+    /// A grant with its latest certificate.
+    async fn find_grant(&self, grant_id: &str) -> StoreResult<Option<GrantWithCertificate>>;
 }

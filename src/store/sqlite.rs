@@ -20,8 +20,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    CertificateRecord, GrantRecord, GrantWithCertificate, Issuance, Person, RequestRecord, Store,
-    StoreError, StoreResult,
+    CertificateRecord, EventRecord, Extension, GrantRecord, GrantWithCertificate, Issuance, Person,
+    RequestRecord, Review, ReviewResult, Store, StoreError, StoreResult, Verdict,
 };
 
 /// SQLite-backed [`Store`].
@@ -30,32 +30,32 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
-fn query_error(error: sqlx::Error) -> StoreError {
+pub(super) fn query_error(error: sqlx::Error) -> StoreError {
     StoreError::Query(error.to_string())
 }
 
-fn to_json(list: &[String]) -> String {
+pub(super) fn to_json(list: &[String]) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
 }
 
-fn from_json(text: &str) -> StoreResult<Vec<String>> {
+pub(super) fn from_json(text: &str) -> StoreResult<Vec<String>> {
     serde_json::from_str(text).map_err(|error| StoreError::Corrupt(error.to_string()))
 }
 
-fn to_unix(time: DateTime<Utc>) -> i64 {
+pub(super) fn to_unix(time: DateTime<Utc>) -> i64 {
     time.timestamp()
 }
 
-fn from_unix(seconds: i64) -> StoreResult<DateTime<Utc>> {
+pub(super) fn from_unix(seconds: i64) -> StoreResult<DateTime<Utc>> {
     DateTime::from_timestamp(seconds, 0)
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {seconds} out of range")))
 }
 
-fn to_i64(value: u64) -> StoreResult<i64> {
+pub(super) fn to_i64(value: u64) -> StoreResult<i64> {
     i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} exceeds i64")))
 }
 
-fn to_u64(value: i64) -> StoreResult<u64> {
+pub(super) fn to_u64(value: i64) -> StoreResult<u64> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} is negative")))
 }
 
@@ -112,8 +112,9 @@ async fn insert_request_in(
         "INSERT INTO access_requests (id, status, profile, target, unix_users, principals,
             duration_secs, reason, ticket, requester_issuer, requester_subject, requester_email,
             requester_groups, public_key, client_address, user_agent, created_at, expires_at,
-            required_approvals, decision_rules)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            required_approvals, decision_rules, start_at, extends_grant, break_glass,
+            acknowledged_by)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&request.id)
     .bind(request.status.as_str())
@@ -135,6 +136,108 @@ async fn insert_request_in(
     .bind(to_unix(request.expires_at))
     .bind(i64::from(request.required_approvals))
     .bind(to_json(&request.decision_rules))
+    .bind(request.start_at.map(to_unix))
+    .bind(&request.extends_grant)
+    .bind(request.break_glass)
+    .bind(&request.acknowledged_by)
+    .execute(&mut **transaction)
+    .await
+    .map_err(query_error)?;
+
+    let actor = request
+        .requester
+        .email
+        .as_deref()
+        .unwrap_or(&request.requester.subject);
+    let kind = if request.break_glass {
+        "break_glass"
+    } else {
+        "requested"
+    };
+    let detail = format!(
+        "{} on {} for {}s: {}",
+        request.profile, request.target, request.duration_secs, request.reason
+    );
+    insert_event_in(transaction, &request.id, request.created_at, actor, kind, &detail).await
+}
+
+async fn insert_event_in(
+    transaction: &mut Transaction<'_, Sqlite>,
+    request_id: &str,
+    at: DateTime<Utc>,
+    actor: &str,
+    kind: &str,
+    detail: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO request_events (request_id, at, actor, kind, detail) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(request_id)
+    .bind(to_unix(at))
+    .bind(actor)
+    .bind(kind)
+    .bind(detail)
+    .execute(&mut **transaction)
+    .await
+    .map_err(query_error)?;
+    Ok(())
+}
+
+async fn insert_grant_in(
+    transaction: &mut Transaction<'_, Sqlite>,
+    grant: &GrantRecord,
+) -> StoreResult<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO grants (id, request_id, profile, target, principals, starts_at, ends_at,
+            holder_issuer, holder_subject, holder_email, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (request_id) DO NOTHING",
+    )
+    .bind(&grant.id)
+    .bind(&grant.request_id)
+    .bind(&grant.profile)
+    .bind(&grant.target)
+    .bind(to_json(&grant.principals))
+    .bind(to_unix(grant.starts_at))
+    .bind(to_unix(grant.ends_at))
+    .bind(&grant.holder.issuer)
+    .bind(&grant.holder.subject)
+    .bind(&grant.holder.email)
+    .bind(to_unix(grant.created_at))
+    .execute(&mut **transaction)
+    .await
+    .map_err(query_error)?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+async fn insert_certificate_in(
+    transaction: &mut Transaction<'_, Sqlite>,
+    certificate: &CertificateRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO certificates (serial, grant_id, key_id, principals, valid_after,
+            valid_before, public_key_fingerprint, ca_key_fingerprint, certificate,
+            holder_issuer, holder_subject, holder_email, holder_groups, client_address,
+            user_agent, issued_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(to_i64(certificate.serial)?)
+    .bind(&certificate.grant_id)
+    .bind(&certificate.key_id)
+    .bind(to_json(&certificate.principals))
+    .bind(to_unix(certificate.valid_after))
+    .bind(to_unix(certificate.valid_before))
+    .bind(&certificate.public_key_fingerprint)
+    .bind(&certificate.ca_key_fingerprint)
+    .bind(&certificate.certificate)
+    .bind(&certificate.holder.issuer)
+    .bind(&certificate.holder.subject)
+    .bind(&certificate.holder.email)
+    .bind(to_json(&certificate.holder.groups))
+    .bind(&certificate.client_address)
+    .bind(&certificate.user_agent)
+    .bind(to_unix(certificate.issued_at))
     .execute(&mut **transaction)
     .await
     .map_err(query_error)?;
@@ -169,10 +272,17 @@ fn request_from_row(row: &SqliteRow) -> StoreResult<RequestRecord> {
         required_approvals: u32::try_from(row.get::<i64, _>("required_approvals"))
             .map_err(|error| StoreError::Corrupt(error.to_string()))?,
         decision_rules: from_json(row.get("decision_rules"))?,
+        start_at: row
+            .get::<Option<i64>, _>("start_at")
+            .map(from_unix)
+            .transpose()?,
+        extends_grant: row.get("extends_grant"),
+        break_glass: row.get("break_glass"),
+        acknowledged_by: row.get("acknowledged_by"),
     })
 }
 
-fn grant_from_row(row: &SqliteRow) -> StoreResult<GrantRecord> {
+pub(super) fn grant_from_row(row: &SqliteRow) -> StoreResult<GrantRecord> {
     Ok(GrantRecord {
         id: row.get("id"),
         request_id: row.get("request_id"),
@@ -191,7 +301,7 @@ fn grant_from_row(row: &SqliteRow) -> StoreResult<GrantRecord> {
     })
 }
 
-fn certificate_from_row(row: &SqliteRow) -> StoreResult<CertificateRecord> {
+pub(super) fn certificate_from_row(row: &SqliteRow) -> StoreResult<CertificateRecord> {
     Ok(CertificateRecord {
         serial: to_u64(row.get("serial"))?,
         grant_id: row.get("grant_id"),
@@ -254,54 +364,18 @@ impl Store for SqliteStore {
         let mut transaction = self.pool.begin().await.map_err(query_error)?;
         insert_request_in(&mut transaction, &issuance.request).await?;
 
-        let grant = &issuance.grant;
-        sqlx::query(
-            "INSERT INTO grants (id, request_id, profile, target, principals, starts_at, ends_at,
-                holder_issuer, holder_subject, holder_email, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        insert_grant_in(&mut transaction, &issuance.grant).await?;
+        insert_certificate_in(&mut transaction, &issuance.certificate).await?;
+        let detail = format!("certificate serial {}", issuance.certificate.serial);
+        insert_event_in(
+            &mut transaction,
+            &issuance.request.id,
+            issuance.certificate.issued_at,
+            "jit-ca",
+            "granted",
+            &detail,
         )
-        .bind(&grant.id)
-        .bind(&grant.request_id)
-        .bind(&grant.profile)
-        .bind(&grant.target)
-        .bind(to_json(&grant.principals))
-        .bind(to_unix(grant.starts_at))
-        .bind(to_unix(grant.ends_at))
-        .bind(&grant.holder.issuer)
-        .bind(&grant.holder.subject)
-        .bind(&grant.holder.email)
-        .bind(to_unix(grant.created_at))
-        .execute(&mut *transaction)
-        .await
-        .map_err(query_error)?;
-
-        let certificate = &issuance.certificate;
-        sqlx::query(
-            "INSERT INTO certificates (serial, grant_id, key_id, principals, valid_after,
-                valid_before, public_key_fingerprint, ca_key_fingerprint, certificate,
-                holder_issuer, holder_subject, holder_email, holder_groups, client_address,
-                user_agent, issued_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(to_i64(certificate.serial)?)
-        .bind(&certificate.grant_id)
-        .bind(&certificate.key_id)
-        .bind(to_json(&certificate.principals))
-        .bind(to_unix(certificate.valid_after))
-        .bind(to_unix(certificate.valid_before))
-        .bind(&certificate.public_key_fingerprint)
-        .bind(&certificate.ca_key_fingerprint)
-        .bind(&certificate.certificate)
-        .bind(&certificate.holder.issuer)
-        .bind(&certificate.holder.subject)
-        .bind(&certificate.holder.email)
-        .bind(to_json(&certificate.holder.groups))
-        .bind(&certificate.client_address)
-        .bind(&certificate.user_agent)
-        .bind(to_unix(certificate.issued_at))
-        .execute(&mut *transaction)
-        .await
-        .map_err(query_error)?;
+        .await?;
 
         transaction.commit().await.map_err(query_error)
     }
@@ -366,6 +440,355 @@ impl Store for SqliteStore {
             .map_err(query_error)?;
         to_u64(row.get("pending"))
     }
+
+    async fn record_review(&self, review: &Review, required: u32) -> StoreResult<ReviewResult> {
+        let mut transaction = self.pool.begin().await.map_err(query_error)?;
+        // Write first, so this transaction holds SQLite's write lock before it reads: two
+        // concurrent reviews then run one after the other and never count from stale state.
+        let touched = sqlx::query("UPDATE access_requests SET id = id WHERE id = ?")
+            .bind(&review.request_id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(query_error)?
+            .rows_affected();
+        if touched == 0 {
+            return Err(StoreError::Query(format!(
+                "request {} vanished",
+                review.request_id
+            )));
+        }
+        let row = sqlx::query("SELECT status, expires_at FROM access_requests WHERE id = ?")
+            .bind(&review.request_id)
+            .fetch_one(&mut *transaction)
+            .await
+            .map_err(query_error)?;
+        let status_name: String = row.get("status");
+        let status = RequestStatus::parse(&status_name)
+            .ok_or_else(|| StoreError::Corrupt(format!("request status `{status_name}`")))?;
+        if status != RequestStatus::Pending {
+            return Ok(ReviewResult::NotPending(status));
+        }
+        if review.at >= from_unix(row.get("expires_at"))? {
+            mark_expired_in(&mut transaction, &review.request_id, review.at).await?;
+            transaction.commit().await.map_err(query_error)?;
+            return Ok(ReviewResult::NotPending(RequestStatus::Expired));
+        }
+
+        let reviewer = &review.reviewer;
+        let inserted = sqlx::query(
+            "INSERT INTO reviews (request_id, reviewer_issuer, reviewer_subject, reviewer_email,
+                verdict, comment, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&review.request_id)
+        .bind(&reviewer.issuer)
+        .bind(&reviewer.subject)
+        .bind(&reviewer.email)
+        .bind(review.verdict.as_str())
+        .bind(&review.comment)
+        .bind(to_unix(review.at))
+        .execute(&mut *transaction)
+        .await
+        .map_err(query_error)?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(ReviewResult::AlreadyReviewed);
+        }
+        let actor = reviewer.email.as_deref().unwrap_or(&reviewer.subject);
+
+        if review.verdict == Verdict::Deny {
+            set_status_in(&mut transaction, &review.request_id, RequestStatus::Denied, review.at)
+                .await?;
+            insert_event_in(
+                &mut transaction,
+                &review.request_id,
+                review.at,
+                actor,
+                "denied",
+                &review.comment,
+            )
+            .await?;
+            transaction.commit().await.map_err(query_error)?;
+            return Ok(ReviewResult::Denied);
+        }
+
+        insert_event_in(
+            &mut transaction,
+            &review.request_id,
+            review.at,
+            actor,
+            "approved",
+            &review.comment,
+        )
+        .await?;
+        let approvers = approvers_in(&mut transaction, &review.request_id).await?;
+        let complete = approvers.len() >= usize::try_from(required).unwrap_or(usize::MAX);
+        if complete {
+            set_status_in(
+                &mut transaction,
+                &review.request_id,
+                RequestStatus::Approved,
+                review.at,
+            )
+            .await?;
+        }
+        transaction.commit().await.map_err(query_error)?;
+        Ok(if complete {
+            ReviewResult::Approved(approvers)
+        } else {
+            ReviewResult::Counted(approvers)
+        })
+    }
+
+    async fn record_grant(
+        &self,
+        grant: &GrantRecord,
+        certificate: &CertificateRecord,
+    ) -> StoreResult<bool> {
+        let mut transaction = self.pool.begin().await.map_err(query_error)?;
+        if !insert_grant_in(&mut transaction, grant).await? {
+            return Ok(false);
+        }
+        insert_certificate_in(&mut transaction, certificate).await?;
+        let detail = format!("certificate serial {}", certificate.serial);
+        insert_event_in(
+            &mut transaction,
+            &grant.request_id,
+            certificate.issued_at,
+            "jit-ca",
+            "granted",
+            &detail,
+        )
+        .await?;
+        transaction.commit().await.map_err(query_error)?;
+        Ok(true)
+    }
+
+    async fn cancel_request(
+        &self,
+        request_id: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut transaction = self.pool.begin().await.map_err(query_error)?;
+        let changed = sqlx::query(
+            "UPDATE access_requests SET status = 'cancelled', decided_at = ?
+             WHERE id = ? AND status = 'pending' AND expires_at > ?",
+        )
+        .bind(to_unix(at))
+        .bind(request_id)
+        .bind(to_unix(at))
+        .execute(&mut *transaction)
+        .await
+        .map_err(query_error)?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(false);
+        }
+        insert_event_in(&mut transaction, request_id, at, actor, "cancelled", "").await?;
+        transaction.commit().await.map_err(query_error)?;
+        Ok(true)
+    }
+
+    async fn acknowledge(
+        &self,
+        request_id: &str,
+        actor: &str,
+        comment: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut transaction = self.pool.begin().await.map_err(query_error)?;
+        let changed = sqlx::query(
+            "UPDATE access_requests SET acknowledged_by = ?, acknowledged_at = ?
+             WHERE id = ? AND break_glass = 1 AND acknowledged_at IS NULL",
+        )
+        .bind(actor)
+        .bind(to_unix(at))
+        .bind(request_id)
+        .execute(&mut *transaction)
+        .await
+        .map_err(query_error)?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(false);
+        }
+        insert_event_in(&mut transaction, request_id, at, actor, "acknowledged", comment).await?;
+        transaction.commit().await.map_err(query_error)?;
+        Ok(true)
+    }
+
+    async fn record_extension(
+        &self,
+        extension: &Extension,
+        insert_request: bool,
+    ) -> StoreResult<()> {
+        let mut transaction = self.pool.begin().await.map_err(query_error)?;
+        if insert_request {
+            insert_request_in(&mut transaction, &extension.request).await?;
+        }
+        let original = sqlx::query("UPDATE grants SET ends_at = ? WHERE id = ? RETURNING request_id")
+            .bind(to_unix(extension.new_end))
+            .bind(&extension.grant_id)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(query_error)?
+            .ok_or_else(|| StoreError::Query(format!("grant {} vanished", extension.grant_id)))?;
+        let original_request: String = original.get("request_id");
+        insert_certificate_in(&mut transaction, &extension.certificate).await?;
+
+        let at = extension.certificate.issued_at;
+        let detail = format!(
+            "grant {} now ends {}; certificate serial {}",
+            extension.grant_id,
+            extension.new_end.to_rfc3339(),
+            extension.certificate.serial
+        );
+        insert_event_in(&mut transaction, &extension.request.id, at, "jit-ca", "granted", &detail)
+            .await?;
+        insert_event_in(&mut transaction, &original_request, at, "jit-ca", "extended", &detail)
+            .await?;
+        transaction.commit().await.map_err(query_error)
+    }
+
+    async fn expire_pending(&self, now: DateTime<Utc>) -> StoreResult<Vec<RequestRecord>> {
+        let mut transaction = self.pool.begin().await.map_err(query_error)?;
+        let rows = sqlx::query(
+            "SELECT * FROM access_requests WHERE status = 'pending' AND expires_at <= ?",
+        )
+        .bind(to_unix(now))
+        .fetch_all(&mut *transaction)
+        .await
+        .map_err(query_error)?;
+        let mut expired = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut request = request_from_row(row)?;
+            mark_expired_in(&mut transaction, &request.id, now).await?;
+            request.status = RequestStatus::Expired;
+            expired.push(request);
+        }
+        transaction.commit().await.map_err(query_error)?;
+        Ok(expired)
+    }
+
+    async fn open_for_review(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<RequestRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM access_requests
+             WHERE (status = 'pending' AND expires_at > ?)
+                OR (break_glass = 1 AND acknowledged_at IS NULL)
+             ORDER BY created_at, id LIMIT ?",
+        )
+        .bind(to_unix(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error)?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    async fn approvers_of(&self, request_id: &str) -> StoreResult<Vec<String>> {
+        let mut connection = self.pool.acquire().await.map_err(query_error)?;
+        let rows = sqlx::query(APPROVERS_QUERY)
+            .bind(request_id)
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(query_error)?;
+        Ok(rows.iter().map(|row| row.get("approver")).collect())
+    }
+
+    async fn history(&self, request_id: &str) -> StoreResult<Vec<EventRecord>> {
+        let rows = sqlx::query(
+            "SELECT at, actor, kind, detail FROM request_events WHERE request_id = ? ORDER BY id",
+        )
+        .bind(request_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(EventRecord {
+                    at: from_unix(row.get("at"))?,
+                    actor: row.get("actor"),
+                    kind: row.get("kind"),
+                    detail: row.get("detail"),
+                })
+            })
+            .collect()
+    }
+
+    async fn take_unreviewed_break_glass(
+        &self,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<RequestRecord>> {
+        let rows = sqlx::query(
+            "UPDATE access_requests SET unreviewed_alerted = 1
+             WHERE break_glass = 1 AND acknowledged_at IS NULL AND unreviewed_alerted = 0
+               AND id IN (SELECT request_id FROM grants WHERE ends_at <= ?)
+             RETURNING *",
+        )
+        .bind(to_unix(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error)?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    async fn find_grant(&self, grant_id: &str) -> StoreResult<Option<GrantWithCertificate>> {
+        let row = sqlx::query("SELECT * FROM grants WHERE id = ?")
+            .bind(grant_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let grant = grant_from_row(&row)?;
+        let certificate = self.latest_certificate(&grant.id).await?;
+        Ok(Some(GrantWithCertificate { grant, certificate }))
+    }
+}
+
+const APPROVERS_QUERY: &str = "SELECT COALESCE(reviewer_email, reviewer_subject) AS approver
+     FROM reviews WHERE request_id = ? AND verdict = 'approve' ORDER BY created_at, rowid";
+
+async fn approvers_in(
+    transaction: &mut Transaction<'_, Sqlite>,
+    request_id: &str,
+) -> StoreResult<Vec<String>> {
+    let rows = sqlx::query(APPROVERS_QUERY)
+        .bind(request_id)
+        .fetch_all(&mut **transaction)
+        .await
+        .map_err(query_error)?;
+    Ok(rows.iter().map(|row| row.get("approver")).collect())
+}
+
+async fn set_status_in(
+    transaction: &mut Transaction<'_, Sqlite>,
+    request_id: &str,
+    status: RequestStatus,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE access_requests SET status = ?, decided_at = ? WHERE id = ?")
+        .bind(status.as_str())
+        .bind(to_unix(at))
+        .bind(request_id)
+        .execute(&mut **transaction)
+        .await
+        .map_err(query_error)?;
+    Ok(())
+}
+
+async fn mark_expired_in(
+    transaction: &mut Transaction<'_, Sqlite>,
+    request_id: &str,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    set_status_in(transaction, request_id, RequestStatus::Expired, at).await?;
+    insert_event_in(transaction, request_id, at, "jit-ca", "expired", "not approved in time").await
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The `jit` subcommands. Each module turns parsed arguments into calls on the lower layers and
 //! prints the result; `main` only parses the command line and reports the error.
 
+pub mod audit;
 pub mod fetch;
 pub mod login;
 pub mod request;
@@ -87,6 +88,9 @@ pub enum CommandError {
     /// An argument is unusable.
     #[error("{0}")]
     BadArgument(String),
+    /// An audit export does not verify.
+    #[error("audit log does not verify: {0}")]
+    AuditInvalid(#[from] jit_proto::audit::ChainError),
     /// A file named on the command line could not be read.
     #[error("cannot read {path}")]
     ReadInput {

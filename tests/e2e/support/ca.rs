@@ -61,6 +61,18 @@ when { context.profile == "read-only" || context.profile == "pinned" || context.
 @id("dba-request-db-root")
 permit (principal in Group::"dba", action == Action::"request", resource in HostGroup::"db-prod")
 when { context.profile == "db-root" };
+
+@id("holders-revoke-their-own")
+permit (principal, action == Action::"revoke", resource) when { context.own };
+
+@id("dba-revoke-db-prod")
+permit (principal in Group::"dba", action == Action::"revoke", resource in HostGroup::"db-prod");
+
+@id("responders-revoke-anything")
+permit (principal in Group::"responders", action == Action::"revoke", resource);
+
+@id("auditors-read-the-audit-log")
+permit (principal in Group::"auditors", action == Action::"audit", resource);
 "#;
 
 /// A running `jit-ca serve`.

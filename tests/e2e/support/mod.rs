@@ -1,5 +1,5 @@
 pub mod api;
+pub mod ca;
 pub mod oidc;
 pub mod openssh;
 pub mod sshd;
-pub mod ca;
