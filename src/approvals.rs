@@ -22,9 +22,7 @@ use crate::service::{
     Service, ServiceError,
 };
 use crate::signer::parse_subject_key;
-use crate::store::{
-    Extension, GrantRecord, Person, RequestRecord, Review, ReviewResult, Verdict,
-};
+use crate::store::{Extension, GrantRecord, Person, RequestRecord, Review, ReviewResult, Verdict};
 
 /// Longest review comment or denial reason kept, in bytes.
 const MAX_COMMENT_BYTES: usize = 1024;
@@ -107,7 +105,11 @@ impl Service {
 
         if request.break_glass {
             let actor = reviewer.display_name();
-            if !self.store.acknowledge(&request.id, actor, comment, now).await? {
+            if !self
+                .store
+                .acknowledge(&request.id, actor, comment, now)
+                .await?
+            {
                 return Err(ServiceError::Conflict {
                     code: "already_acknowledged",
                     message: "this break-glass activation was already acknowledged".into(),
@@ -136,8 +138,7 @@ impl Service {
             ReviewResult::AlreadyReviewed => {
                 return Err(ServiceError::Conflict {
                     code: "already_reviewed",
-                    message: "you already reviewed this request; each approver counts once"
-                        .into(),
+                    message: "you already reviewed this request; each approver counts once".into(),
                 })
             }
             ReviewResult::NotPending(status) => return Err(not_pending(status)),
@@ -317,7 +318,12 @@ impl Service {
         if request.status != RequestStatus::Approved || request.extends_grant.is_some() {
             return Ok(());
         }
-        if self.store.find_grant_by_request(&request.id).await?.is_some() {
+        if self
+            .store
+            .find_grant_by_request(&request.id)
+            .await?
+            .is_some()
+        {
             return Ok(());
         }
         self.complete_approval(request, now).await
@@ -334,7 +340,11 @@ impl Service {
         now: DateTime<Utc>,
     ) -> Result<AccessRequestView, ServiceError> {
         let not_found = || ServiceError::NotFound(clip(grant_id));
-        let grant = self.store.find_grant(grant_id).await?.ok_or_else(not_found)?;
+        let grant = self
+            .store
+            .find_grant(grant_id)
+            .await?
+            .ok_or_else(not_found)?;
         if !owned_by(&grant.grant.holder, requester) {
             return Err(not_found());
         }
@@ -443,8 +453,7 @@ impl Service {
         let open = self.store.open_for_review(now, REVIEW_SCAN_LIMIT).await?;
         let mut requests = Vec::new();
         for request in open {
-            if owned_by(&request.requester, reviewer) || !self.may_review(reviewer, &request, now)
-            {
+            if owned_by(&request.requester, reviewer) || !self.may_review(reviewer, &request, now) {
                 continue;
             }
             requests.push(self.view_of(&request, now).await?);
@@ -572,7 +581,13 @@ impl Service {
     }
 
     /// Queues a notification to `url`, or to the default channel when `url` is `None`.
-    fn notify(&self, url: Option<String>, event: &'static str, text: String, request: &RequestRecord) {
+    fn notify(
+        &self,
+        url: Option<String>,
+        event: &'static str,
+        text: String,
+        request: &RequestRecord,
+    ) {
         let Some(notifier) = &self.notifier else {
             return;
         };
@@ -639,4 +654,3 @@ fn stored_client(request: &RequestRecord) -> Result<ClientInfo, ServiceError> {
         user_agent: request.user_agent.clone(),
     })
 }
-

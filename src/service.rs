@@ -441,7 +441,9 @@ impl Service {
         let message = match status {
             RequestStatus::Pending => pending_message(request, approvers.len()),
             RequestStatus::Expired => "not approved in time".to_owned(),
-            RequestStatus::Approved if grant.is_none() => "approved; certificate pending".to_owned(),
+            RequestStatus::Approved if grant.is_none() => {
+                "approved; certificate pending".to_owned()
+            }
             other => other.as_str().to_owned(),
         };
         let mut view = request_view(request, grant.as_ref(), approvers, message);

@@ -10,9 +10,7 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use jit_proto::{
-    AccessRequestView, ApproveBody, DenyBody, ExtendBody, RequestHistory, ReviewList,
-};
+use jit_proto::{AccessRequestView, ApproveBody, DenyBody, ExtendBody, RequestHistory, ReviewList};
 
 use super::{authenticate, client_info, decode_json, ApiError, AppState};
 

@@ -568,6 +568,111 @@ mod tests {
     }
 
     #[test]
+    fn step_up_names_what_is_missing_and_break_glass_skips_approvers() {
+        let profiles = format!(
+            "{PROFILES}{}",
+            r#"
+        [profiles.mfa-read]
+        unix_users = ["readonly"]
+        any_host = true
+        default_duration = "10m"
+        max_duration = "1h"
+        require_amr = ["otp"]
+        max_auth_age = "5m"
+        step_up_acr_values = "urn:mfa"
+
+        [profiles.break-glass]
+        unix_users = ["root"]
+        any_host = true
+        default_duration = "30m"
+        max_duration = "1h"
+        require_ticket = true
+        break_glass = true
+        "#
+        );
+        let rules = format!(
+            "{RULES}{}",
+            r#"
+        @id("engineers-mfa-read")
+        permit(principal in Group::"engineers", action in [Action::"request", Action::"auto_approve"], resource)
+        when { context.profile == "mfa-read" };
+        @id("responders-break-glass")
+        permit(principal in Group::"responders", action == Action::"request", resource)
+        when { context.profile == "break-glass" };
+        "#
+        );
+        let policy = Policy {
+            profiles: Profiles::parse(&profiles, "profiles.toml").unwrap(),
+            rules: Rules::parse(&rules, "policy.cedar").unwrap(),
+        };
+        let mut engineer = person(&["engineers"]);
+
+        let no_mfa = policy.decide(&engineer, &input("mfa-read", "db-1"), now());
+        engineer.auth_methods = vec!["pwd".into(), "otp".into()];
+        engineer.auth_time = Some(now() - chrono::TimeDelta::minutes(10));
+        let stale = policy.decide(&engineer, &input("mfa-read", "db-1"), now());
+        engineer.auth_time = Some(now() - chrono::TimeDelta::minutes(1));
+        let fresh = policy.decide(&engineer, &input("mfa-read", "db-1"), now());
+
+        match no_mfa {
+            Err(Refusal::StepUpRequired {
+                requirement,
+                acr_values,
+                max_age_secs,
+                ..
+            }) => {
+                assert!(requirement.contains("otp"), "{requirement}");
+                assert_eq!(acr_values.as_deref(), Some("urn:mfa"));
+                assert_eq!(max_age_secs, Some(300));
+            }
+            other => panic!("expected a step-up, got {other:?}"),
+        }
+        assert!(
+            matches!(stale, Err(Refusal::StepUpRequired { requirement, .. }) if requirement.contains("5m"))
+        );
+        assert!(fresh.unwrap().auto_approved);
+
+        let mut responder_request = input("break-glass", "web-1");
+        responder_request.ticket = Some("INC-9".into());
+        let emergency = policy
+            .decide(&person(&["responders"]), &responder_request, now())
+            .unwrap();
+        assert!(emergency.break_glass && emergency.auto_approved);
+        assert!(policy
+            .decide(&person(&["engineers"]), &responder_request, now())
+            .is_err());
+    }
+
+    #[test]
+    fn break_glass_profiles_must_be_explained_and_short() {
+        let unticketed = format!(
+            "{PROFILES}{}",
+            r#"
+        [profiles.bg]
+        unix_users = ["root"]
+        any_host = true
+        default_duration = "30m"
+        max_duration = "1h"
+        break_glass = true
+        "#
+        );
+        let long = unticketed
+            .replace(
+                "break_glass = true",
+                "break_glass = true\nrequire_ticket = true",
+            )
+            .replace(
+                "max_duration = \"1h\"\n        break_glass",
+                "max_duration = \"8h\"\n        break_glass",
+            );
+
+        let error = Profiles::parse(&unticketed, "profiles.toml").unwrap_err();
+        assert!(error.to_string().contains("require_ticket"), "{error}");
+        let error = Profiles::parse(&long, "profiles.toml").unwrap_err();
+        assert!(error.to_string().contains("4h"), "{error}");
+    }
+
+    #[test]
     fn outsiders_are_denied_without_learning_why() {
         let refusal = policy()
             .decide(&person(&[]), &input("read-only", "db-1"), now())

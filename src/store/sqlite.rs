@@ -158,7 +158,15 @@ async fn insert_request_in(
         "{} on {} for {}s: {}",
         request.profile, request.target, request.duration_secs, request.reason
     );
-    insert_event_in(transaction, &request.id, request.created_at, actor, kind, &detail).await
+    insert_event_in(
+        transaction,
+        &request.id,
+        request.created_at,
+        actor,
+        kind,
+        &detail,
+    )
+    .await
 }
 
 async fn insert_event_in(
@@ -497,8 +505,13 @@ impl Store for SqliteStore {
         let actor = reviewer.email.as_deref().unwrap_or(&reviewer.subject);
 
         if review.verdict == Verdict::Deny {
-            set_status_in(&mut transaction, &review.request_id, RequestStatus::Denied, review.at)
-                .await?;
+            set_status_in(
+                &mut transaction,
+                &review.request_id,
+                RequestStatus::Denied,
+                review.at,
+            )
+            .await?;
             insert_event_in(
                 &mut transaction,
                 &review.request_id,
@@ -612,7 +625,15 @@ impl Store for SqliteStore {
         if changed == 0 {
             return Ok(false);
         }
-        insert_event_in(&mut transaction, request_id, at, actor, "acknowledged", comment).await?;
+        insert_event_in(
+            &mut transaction,
+            request_id,
+            at,
+            actor,
+            "acknowledged",
+            comment,
+        )
+        .await?;
         transaction.commit().await.map_err(query_error)?;
         Ok(true)
     }
@@ -626,13 +647,16 @@ impl Store for SqliteStore {
         if insert_request {
             insert_request_in(&mut transaction, &extension.request).await?;
         }
-        let original = sqlx::query("UPDATE grants SET ends_at = ? WHERE id = ? RETURNING request_id")
-            .bind(to_unix(extension.new_end))
-            .bind(&extension.grant_id)
-            .fetch_optional(&mut *transaction)
-            .await
-            .map_err(query_error)?
-            .ok_or_else(|| StoreError::Query(format!("grant {} vanished", extension.grant_id)))?;
+        let original =
+            sqlx::query("UPDATE grants SET ends_at = ? WHERE id = ? RETURNING request_id")
+                .bind(to_unix(extension.new_end))
+                .bind(&extension.grant_id)
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(query_error)?
+                .ok_or_else(|| {
+                    StoreError::Query(format!("grant {} vanished", extension.grant_id))
+                })?;
         let original_request: String = original.get("request_id");
         insert_certificate_in(&mut transaction, &extension.certificate).await?;
 
@@ -643,10 +667,24 @@ impl Store for SqliteStore {
             extension.new_end.to_rfc3339(),
             extension.certificate.serial
         );
-        insert_event_in(&mut transaction, &extension.request.id, at, "jit-ca", "granted", &detail)
-            .await?;
-        insert_event_in(&mut transaction, &original_request, at, "jit-ca", "extended", &detail)
-            .await?;
+        insert_event_in(
+            &mut transaction,
+            &extension.request.id,
+            at,
+            "jit-ca",
+            "granted",
+            &detail,
+        )
+        .await?;
+        insert_event_in(
+            &mut transaction,
+            &original_request,
+            at,
+            "jit-ca",
+            "extended",
+            &detail,
+        )
+        .await?;
         transaction.commit().await.map_err(query_error)
     }
 
@@ -788,7 +826,15 @@ async fn mark_expired_in(
     at: DateTime<Utc>,
 ) -> StoreResult<()> {
     set_status_in(transaction, request_id, RequestStatus::Expired, at).await?;
-    insert_event_in(transaction, request_id, at, "jit-ca", "expired", "not approved in time").await
+    insert_event_in(
+        transaction,
+        request_id,
+        at,
+        "jit-ca",
+        "expired",
+        "not approved in time",
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -836,6 +882,175 @@ mod tests {
         for pair in firsts.windows(2) {
             assert!(pair[1] >= pair[0] + 3, "{firsts:?}");
         }
+    }
+
+    fn someone(name: &str) -> Person {
+        Person {
+            issuer: "https://idp".into(),
+            subject: name.into(),
+            email: Some(format!("{name}@example.com")),
+            groups: Vec::new(),
+        }
+    }
+
+    fn pending_request(id: &str, created_at: DateTime<Utc>, ttl_secs: i64) -> RequestRecord {
+        RequestRecord {
+            id: id.into(),
+            status: RequestStatus::Pending,
+            profile: "db-root".into(),
+            target: "db-1".into(),
+            unix_users: vec!["root".into()],
+            principals: vec!["root@db-1".into()],
+            duration_secs: 900,
+            reason: "vacuum".into(),
+            ticket: Some("CHG-1".into()),
+            requester: someone("bob"),
+            public_key: "ssh-ed25519 AAAA".into(),
+            client_address: "127.0.0.1".into(),
+            user_agent: None,
+            created_at,
+            expires_at: created_at + chrono::TimeDelta::seconds(ttl_secs),
+            required_approvals: 2,
+            decision_rules: vec!["dba".into()],
+            start_at: None,
+            extends_grant: None,
+            break_glass: false,
+            acknowledged_by: None,
+        }
+    }
+
+    fn review(request_id: &str, reviewer: &str, verdict: Verdict, at: DateTime<Utc>) -> Review {
+        Review {
+            request_id: request_id.into(),
+            reviewer: someone(reviewer),
+            verdict,
+            comment: String::new(),
+            at,
+        }
+    }
+
+    fn instant(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_approver_counts_once_and_the_last_one_approves() {
+        let (_dir, store) = open_temporary().await;
+        store
+            .insert_request(&pending_request("r-1", instant(0), 3600))
+            .await
+            .unwrap();
+
+        let first = store
+            .record_review(&review("r-1", "carol", Verdict::Approve, instant(1)), 2)
+            .await
+            .unwrap();
+        let repeat = store
+            .record_review(&review("r-1", "carol", Verdict::Approve, instant(2)), 2)
+            .await
+            .unwrap();
+        let last = store
+            .record_review(&review("r-1", "dave", Verdict::Approve, instant(3)), 2)
+            .await
+            .unwrap();
+        let late = store
+            .record_review(&review("r-1", "erin", Verdict::Deny, instant(4)), 2)
+            .await
+            .unwrap();
+
+        assert_eq!(
+            first,
+            ReviewResult::Counted(vec!["carol@example.com".into()])
+        );
+        assert_eq!(repeat, ReviewResult::AlreadyReviewed);
+        assert_eq!(
+            last,
+            ReviewResult::Approved(vec!["carol@example.com".into(), "dave@example.com".into()])
+        );
+        assert_eq!(late, ReviewResult::NotPending(RequestStatus::Approved));
+        let kinds: Vec<String> = store
+            .history("r-1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|event| event.kind)
+            .collect();
+        assert_eq!(kinds, ["requested", "approved", "approved"]);
+    }
+
+    #[tokio::test]
+    async fn concurrent_final_approvals_approve_exactly_once() {
+        let (_dir, store) = open_temporary().await;
+        for index in 0..10 {
+            let id = format!("r-{index}");
+            store
+                .insert_request(&pending_request(&id, instant(0), 3600))
+                .await
+                .unwrap();
+        }
+
+        let mut tasks = Vec::new();
+        for index in 0..10 {
+            for reviewer in ["carol", "dave", "frank", "carol"] {
+                let store = store.clone();
+                let id = format!("r-{index}");
+                tasks.push(tokio::spawn(async move {
+                    store
+                        .record_review(&review(&id, reviewer, Verdict::Approve, instant(5)), 2)
+                        .await
+                }));
+            }
+        }
+        let mut approved = 0;
+        for task in tasks {
+            if let ReviewResult::Approved(approvers) = task.await.unwrap().unwrap() {
+                assert_eq!(approvers.len(), 2);
+                approved += 1;
+            }
+        }
+
+        assert_eq!(approved, 10, "each request approved exactly once");
+    }
+
+    #[tokio::test]
+    async fn a_denial_wins_and_an_expired_request_cannot_be_reviewed() {
+        let (_dir, store) = open_temporary().await;
+        store
+            .insert_request(&pending_request("r-deny", instant(0), 3600))
+            .await
+            .unwrap();
+        store
+            .insert_request(&pending_request("r-late", instant(0), 60))
+            .await
+            .unwrap();
+
+        store
+            .record_review(&review("r-deny", "carol", Verdict::Approve, instant(1)), 2)
+            .await
+            .unwrap();
+        let denied = store
+            .record_review(&review("r-deny", "dave", Verdict::Deny, instant(2)), 2)
+            .await
+            .unwrap();
+        let after_denial = store
+            .record_review(&review("r-deny", "frank", Verdict::Approve, instant(3)), 2)
+            .await
+            .unwrap();
+        let too_late = store
+            .record_review(&review("r-late", "carol", Verdict::Approve, instant(61)), 2)
+            .await
+            .unwrap();
+
+        assert_eq!(denied, ReviewResult::Denied);
+        assert_eq!(
+            after_denial,
+            ReviewResult::NotPending(RequestStatus::Denied)
+        );
+        assert_eq!(too_late, ReviewResult::NotPending(RequestStatus::Expired));
+        assert!(!store
+            .cancel_request("r-late", "bob", instant(62))
+            .await
+            .unwrap());
     }
 
     #[tokio::test]
