@@ -50,6 +50,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// HTTP limits.
     pub http: HttpConfig,
+    /// Rate limits per client address and per identity.
+    pub limits: crate::http::limits::LimitsConfig,
     /// Webhooks.
     pub notifications: NotificationsConfig,
     /// The audit log.
@@ -167,6 +169,8 @@ struct RawConfig {
     policy: PolicyConfig,
     #[serde(default)]
     http: HttpConfig,
+    #[serde(default)]
+    limits: crate::http::limits::LimitsConfig,
     #[serde(default)]
     notifications: NotificationsConfig,
     #[serde(default)]
@@ -293,6 +297,7 @@ impl Config {
         if raw.oidc.client_id.is_empty() {
             return Err(invalid("[oidc] client_id is empty".into()));
         }
+        raw.limits.check().map_err(invalid)?;
         if raw.http.max_body_bytes == 0 || raw.http.max_concurrent_requests == 0 {
             return Err(invalid("[http] limits must be greater than zero".into()));
         }
@@ -327,6 +332,7 @@ impl Config {
             store,
             policy,
             http: raw.http,
+            limits: raw.limits,
             notifications: NotificationsConfig {
                 secret_file: raw.notifications.secret_file.as_deref().map(resolve),
                 ..raw.notifications

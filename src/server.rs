@@ -192,6 +192,7 @@ pub async fn prepare(config: &Config) -> Result<Ready, StartError> {
         revocation: Arc::new(revocation),
     };
     let app = router(Arc::new(state), &config.http);
+    let app = crate::http::limits::apply(app, &config.limits);
 
     let listener = TcpListener::bind(config.listen)
         .await

@@ -25,6 +25,7 @@ use tower_http::trace::TraceLayer;
 mod approvals;
 mod audit;
 pub mod revocation;
+pub mod limits;
 
 use crate::config::HttpConfig;
 use crate::identity::{BearerToken, Identity, TokenError, TokenVerifier, UnverifiedClaims};

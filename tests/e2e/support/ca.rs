@@ -119,10 +119,30 @@ impl Ca {
         rules: &str,
         extra_oidc: &str,
     ) -> Ca {
+        Ca::start_configured(issuer, client_id, profiles, rules, extra_oidc, "")
+    }
+
+    /// Like [`Ca::start_with`], with `extra_config` appended at the end of the file: its first
+    /// lines continue the `[http]` section, and further tables (`[limits]`) may follow.
+    pub fn start_configured(
+        issuer: &str,
+        client_id: &str,
+        profiles: &str,
+        rules: &str,
+        extra_oidc: &str,
+        extra_config: &str,
+    ) -> Ca {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("profiles.toml"), profiles).unwrap();
         std::fs::write(dir.path().join("policy.cedar"), rules).unwrap();
 
+        // The suites send hundreds of requests from one address; rate limits get their own
+        // tests, so elsewhere they are set out of reach.
+        let extra_config = if extra_config.contains("[limits]") {
+            extra_config.to_owned()
+        } else {
+            format!("{extra_config}\n[limits]\nper_address_burst = 100000\nper_identity_burst = 100000\n")
+        };
         let mut last_log = String::new();
         // The port is picked before the CA binds it; retry on the rare clash.
         for _attempt in 0..5 {
@@ -144,6 +164,7 @@ profiles = "profiles.toml"
 cedar = "policy.cedar"
 [http]
 max_body_bytes = 16384
+{extra_config}
 "#
             );
             let config_path = dir.path().join("jit-ca.toml");
