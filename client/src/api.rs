@@ -2,10 +2,14 @@
 
 use std::time::Duration;
 
-use jit_proto::{AccessRequestView, ClientConfig, CreateAccessRequest, ErrorBody, GrantList};
+use jit_proto::{
+    AccessRequestView, ApproveBody, ClientConfig, CreateAccessRequest, DenyBody, ErrorBody,
+    ExtendBody, GrantList, RequestHistory, ReviewList,
+};
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
 
+use crate::challenge::{parse_challenge, StepUpChallenge};
 use crate::config::ServerUrl;
 use crate::secret::Secret;
 
@@ -35,6 +39,14 @@ pub enum ApiError {
     LoginRequired {
         /// The CA's explanation.
         message: String,
+    },
+    /// The CA wants a stronger or more recent login before it acts (RFC 9470 step-up).
+    #[error("{message}")]
+    StepUpRequired {
+        /// The CA's explanation.
+        message: String,
+        /// What the new login must prove.
+        challenge: StepUpChallenge,
     },
     /// The CA answered with an error body.
     #[error("{message}")]
@@ -120,11 +132,7 @@ impl CaClient {
         id_token: &Secret,
         request_id: &str,
     ) -> Result<AccessRequestView, ApiError> {
-        let mut url = self.server.endpoint("v1/requests");
-        // Pushing a segment percent-encodes it, so an odd id cannot change the path.
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.pop_if_empty().push(request_id);
-        }
+        let url = self.nested("v1/requests", &[request_id]);
         let call = self.http.get(url.clone()).bearer_auth(id_token.expose());
         self.send(url, call).await
     }
@@ -134,6 +142,100 @@ impl CaClient {
         let url = self.server.endpoint("v1/grants");
         let call = self.http.get(url.clone()).bearer_auth(id_token.expose());
         self.send(url, call).await
+    }
+
+    /// `GET /v1/reviews`: the requests the caller may review now, and open break-glass
+    /// reviews.
+    pub async fn reviews(&self, id_token: &Secret) -> Result<ReviewList, ApiError> {
+        let url = self.server.endpoint("v1/reviews");
+        let call = self.http.get(url.clone()).bearer_auth(id_token.expose());
+        self.send(url, call).await
+    }
+
+    /// `POST /v1/requests/{request_id}/approve`: one approval (or, for break-glass, the
+    /// acknowledgement after the fact).
+    pub async fn approve(
+        &self,
+        id_token: &Secret,
+        request_id: &str,
+        body: &ApproveBody,
+    ) -> Result<AccessRequestView, ApiError> {
+        let url = self.request_action(request_id, "approve");
+        let call = self
+            .http
+            .post(url.clone())
+            .bearer_auth(id_token.expose())
+            .json(body);
+        self.send(url, call).await
+    }
+
+    /// `POST /v1/requests/{request_id}/deny`: refuses the request; one denial ends it.
+    pub async fn deny(
+        &self,
+        id_token: &Secret,
+        request_id: &str,
+        body: &DenyBody,
+    ) -> Result<AccessRequestView, ApiError> {
+        let url = self.request_action(request_id, "deny");
+        let call = self
+            .http
+            .post(url.clone())
+            .bearer_auth(id_token.expose())
+            .json(body);
+        self.send(url, call).await
+    }
+
+    /// `POST /v1/requests/{request_id}/cancel`: withdraws one of the caller's pending requests.
+    pub async fn cancel(
+        &self,
+        id_token: &Secret,
+        request_id: &str,
+    ) -> Result<AccessRequestView, ApiError> {
+        let url = self.request_action(request_id, "cancel");
+        let call = self.http.post(url.clone()).bearer_auth(id_token.expose());
+        self.send(url, call).await
+    }
+
+    /// `GET /v1/requests/{request_id}/history`: the request and every step of its life.
+    pub async fn history(
+        &self,
+        id_token: &Secret,
+        request_id: &str,
+    ) -> Result<RequestHistory, ApiError> {
+        let url = self.request_action(request_id, "history");
+        let call = self.http.get(url.clone()).bearer_auth(id_token.expose());
+        self.send(url, call).await
+    }
+
+    /// `POST /v1/grants/{grant_id}/extend`: asks for more time on an active grant; the answer
+    /// is an extension request, approved (with the re-issued certificate) or pending.
+    pub async fn extend(
+        &self,
+        id_token: &Secret,
+        grant_id: &str,
+        body: &ExtendBody,
+    ) -> Result<AccessRequestView, ApiError> {
+        let url = self.nested("v1/grants", &[grant_id, "extend"]);
+        let call = self
+            .http
+            .post(url.clone())
+            .bearer_auth(id_token.expose())
+            .json(body);
+        self.send(url, call).await
+    }
+
+    fn request_action(&self, request_id: &str, action: &str) -> Url {
+        self.nested("v1/requests", &[request_id, action])
+    }
+
+    /// `base` with `segments` appended; pushing a segment percent-encodes it, so an odd id
+    /// cannot change the path.
+    fn nested(&self, base: &str, segments: &[&str]) -> Url {
+        let mut url = self.server.endpoint(base);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
     }
 
     /// `GET /v1/audit`: one page of audit records matching `query`.
@@ -171,6 +273,11 @@ impl CaClient {
             .await
             .map_err(|error| transport_failure(&url, &error))?;
         let status = response.status();
+        let challenge = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let body = response
             .bytes()
             .await
@@ -182,7 +289,7 @@ impl CaClient {
                 status: status.as_u16(),
             });
         }
-        Err(error_from_body(&url, status, &body))
+        Err(error_from_body(&url, status, challenge.as_deref(), &body))
     }
 }
 
@@ -208,8 +315,14 @@ fn transport_failure(url: &Url, error: &reqwest::Error) -> ApiError {
     }
 }
 
-/// Turns a non-2xx answer into an error carrying the CA's one-line message.
-fn error_from_body(url: &Url, status: StatusCode, body: &[u8]) -> ApiError {
+/// Turns a non-2xx answer into an error carrying the CA's one-line message; `challenge` is the
+/// `WWW-Authenticate` header of a 401.
+fn error_from_body(
+    url: &Url,
+    status: StatusCode,
+    challenge: Option<&str>,
+    body: &[u8],
+) -> ApiError {
     let Ok(error_body) = serde_json::from_slice::<ErrorBody>(body) else {
         return ApiError::BadResponse {
             url: url.clone(),
@@ -218,6 +331,12 @@ fn error_from_body(url: &Url, status: StatusCode, body: &[u8]) -> ApiError {
     };
 
     let message = one_line(&error_body.message);
+    if status == StatusCode::UNAUTHORIZED && error_body.error == jit_proto::STEP_UP_ERROR {
+        return ApiError::StepUpRequired {
+            message,
+            challenge: parse_challenge(challenge),
+        };
+    }
     if status == StatusCode::UNAUTHORIZED && LOGIN_ERROR_CODES.contains(&error_body.error.as_str())
     {
         return ApiError::LoginRequired { message };
@@ -256,16 +375,30 @@ mod tests {
     fn expired_tokens_ask_for_login() {
         let body = br#"{"error":"token_expired","message":"the ID token expired"}"#;
 
-        let error = error_from_body(&url(), StatusCode::UNAUTHORIZED, body);
+        let error = error_from_body(&url(), StatusCode::UNAUTHORIZED, Some("Bearer"), body);
 
         assert_eq!(error.to_string(), "the ID token expired; run `jit login`");
+    }
+
+    #[test]
+    fn step_up_carries_the_challenge() {
+        let body = br#"{"error":"insufficient_user_authentication","message":"needs otp"}"#;
+        let header = r#"Bearer error="insufficient_user_authentication", max_age="300""#;
+
+        let error = error_from_body(&url(), StatusCode::UNAUTHORIZED, Some(header), body);
+
+        let ApiError::StepUpRequired { message, challenge } = error else {
+            panic!("not a step-up: {error:?}");
+        };
+        assert_eq!(message, "needs otp");
+        assert_eq!(challenge.max_age, Some(Duration::from_secs(300)));
     }
 
     #[test]
     fn other_errors_show_the_message_on_one_line() {
         let body = br#"{"error":"policy_denied","message":"profile db-admin\nneeds a ticket"}"#;
 
-        let error = error_from_body(&url(), StatusCode::FORBIDDEN, body);
+        let error = error_from_body(&url(), StatusCode::FORBIDDEN, None, body);
 
         assert!(matches!(error, ApiError::Rejected { status: 403, .. }));
         assert_eq!(error.to_string(), "profile db-admin needs a ticket");
@@ -273,7 +406,7 @@ mod tests {
 
     #[test]
     fn bodies_that_are_not_error_json_are_named_as_such() {
-        let error = error_from_body(&url(), StatusCode::BAD_GATEWAY, b"<html>");
+        let error = error_from_body(&url(), StatusCode::BAD_GATEWAY, None, b"<html>");
 
         assert!(error.to_string().contains("HTTP 502"), "{error}");
     }

@@ -51,8 +51,8 @@ fn auth_params(header: &str) -> Vec<(String, String)> {
     let mut chars = rest.chars().peekable();
     loop {
         while chars.next_if(|c| c.is_whitespace() || *c == ',').is_some() {}
-        let name: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ','))
-            .collect();
+        let name: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ',')).collect();
         let name = name.trim().to_owned();
         if name.is_empty() || chars.next_if_eq(&'=').is_none() {
             return params;
@@ -101,7 +101,8 @@ mod tests {
 
     #[test]
     fn takes_tokens_escapes_and_any_order() {
-        let header = r#"bearer max_age=60,acr_values="a\"b", error=insufficient_user_authentication"#;
+        let header =
+            r#"bearer max_age=60,acr_values="a\"b", error=insufficient_user_authentication"#;
 
         let challenge = parse_challenge(Some(header));
 

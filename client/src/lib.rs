@@ -4,12 +4,14 @@
 //! to one host with a fresh Ed25519 key, installs the certificate it gets beside that key, and
 //! runs `ssh` with them. Everything it keeps lives in one private state directory (see
 //! [`state`]). The modules go from the bottom up: [`config`] and [`state`] know places,
-//! [`tokens`], [`login`] and [`auth`] know identity, [`api`] knows the CA, [`install`] and
-//! [`agent`] know keys, and [`commands`] puts them together for `main`.
+//! [`tokens`], [`login`] and [`auth`] know identity, [`api`] knows the CA and [`challenge`]
+//! reads its step-up demands, [`install`] and [`agent`] know keys, and [`commands`] puts them
+//! together for `main`.
 
 pub mod agent;
 pub mod api;
 pub mod auth;
+pub mod challenge;
 pub mod commands;
 pub mod config;
 pub mod install;

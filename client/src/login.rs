@@ -424,10 +424,10 @@ async fn device_login(
         .exchange_device_code()
         .add_scopes(provider.extra_scopes.iter().cloned());
     // RFC 8628 has no `prompt`; OpenID Connect Core section 3.1.2.1 makes max_age=0 mean the
-    // same as prompt=login.
+    // same as prompt=login, and a fresh login satisfies any larger max_age too.
     let max_age = match (options.max_age, options.prompt_login) {
-        (Some(max_age), _) => Some(max_age),
-        (None, true) => Some(Duration::ZERO),
+        (_, true) => Some(Duration::ZERO),
+        (Some(max_age), false) => Some(max_age),
         (None, false) => None,
     };
     if let Some(max_age) = max_age {

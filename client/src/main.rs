@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
-use jit_client::commands::{self, audit, fetch, login, request, ssh, status, Context};
+use jit_client::commands::request::PlannedStart;
+use jit_client::commands::{
+    self, audit, extend, fetch, login, request, review, ssh, status, Context,
+};
 use jit_client::config::Environment;
 use jit_client::login::{LoginFlow, LoginOptions};
 
@@ -45,6 +48,18 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// List the requests you may review, and break-glass activations awaiting review.
+    Pending(JsonCli),
+    /// Approve someone's request, or acknowledge a break-glass activation after the fact.
+    Approve(ApproveCli),
+    /// Refuse someone's request; one denial ends it.
+    Deny(DenyCli),
+    /// Withdraw one of your pending requests.
+    Cancel(RequestIdCli),
+    /// Ask for more time on an active grant; installs the re-issued certificate once approved.
+    Extend(ExtendCli),
+    /// Show a request and every step of its life (reviews, grant, extensions).
+    Show(RequestIdCli),
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +101,73 @@ struct RequestCli {
     /// One Unix user of the profile (default: all of them).
     #[arg(long, value_name = "UNIX_USER")]
     user: Option<String>,
+    /// Planned start, RFC 3339 (2030-01-02T09:00:00Z) or from now (+30m); never before approval.
+    #[arg(long = "at", value_name = "TIME", value_parser = PlannedStart::parse)]
+    start: Option<PlannedStart>,
+    /// When approvers must decide, wait for them (Ctrl-C stops waiting; `jit wait` resumes).
+    #[arg(long)]
+    wait: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct JsonCli {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct RequestIdCli {
+    /// The request id (`r-...`).
+    request_id: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ApproveCli {
+    /// The request id (`r-...`).
+    request_id: String,
+    /// A remark kept with your approval.
+    #[arg(long, value_name = "TEXT")]
+    comment: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct DenyCli {
+    /// The request id (`r-...`).
+    request_id: String,
+    /// Why the request is refused (shown to the requester).
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExtendCli {
+    /// The grant id (`g-...`), as `jit status` shows it.
+    grant_id: String,
+    /// How much longer, e.g. 30m.
+    #[arg(long = "for", value_name = "DURATION", value_parser = jit_proto::parse_duration)]
+    duration: Duration,
+    /// Why more time is needed.
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    /// Change or incident ticket.
+    #[arg(long, value_name = "T")]
+    ticket: Option<String>,
+    /// When approvers must decide, wait for them.
+    #[arg(long)]
+    wait: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -181,6 +263,8 @@ async fn run_async(context: &Context, command: Command) -> anyhow::Result<()> {
                 ticket: request_cli.ticket,
                 duration: request_cli.duration,
                 unix_user: request_cli.user,
+                start: request_cli.start,
+                wait: request_cli.wait,
                 json: request_cli.json,
             };
             request::run(context, &args).await
@@ -208,9 +292,46 @@ async fn run_async(context: &Context, command: Command) -> anyhow::Result<()> {
             status::run(context, &args).await
         }
         Command::Audit { command } => audit::run(context, command).await,
+        Command::Pending(pending_cli) => review::pending(context, pending_cli.json).await,
+        Command::Approve(approve_cli) => {
+            let args = review::ApproveArgs {
+                request_id: approve_cli.request_id,
+                comment: approve_cli.comment,
+                json: approve_cli.json,
+            };
+            review::approve(context, &args).await
+        }
+        Command::Deny(deny_cli) => {
+            let args = review::DenyArgs {
+                request_id: deny_cli.request_id,
+                reason: deny_cli.reason,
+                json: deny_cli.json,
+            };
+            review::deny(context, &args).await
+        }
+        Command::Cancel(cancel_cli) => review::cancel(context, &request_id_args(cancel_cli)).await,
+        Command::Show(show_cli) => review::show(context, &request_id_args(show_cli)).await,
+        Command::Extend(extend_cli) => {
+            let args = extend::ExtendArgs {
+                grant_id: extend_cli.grant_id,
+                duration: extend_cli.duration,
+                reason: extend_cli.reason,
+                ticket: extend_cli.ticket,
+                wait: extend_cli.wait,
+                json: extend_cli.json,
+            };
+            extend::run(context, &args).await
+        }
         Command::Ssh(_) => Ok(()),
     };
     Ok(outcome?)
+}
+
+fn request_id_args(cli: RequestIdCli) -> review::RequestIdArgs {
+    review::RequestIdArgs {
+        request_id: cli.request_id,
+        json: cli.json,
+    }
 }
 
 fn login_args(login_cli: LoginCli) -> login::LoginArgs {
@@ -259,6 +380,33 @@ mod tests {
             ]);
             assert!(parsed.is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn request_takes_a_planned_start_and_wait() {
+        let cli = parse(&[
+            "request", "db", "--host", "db-1", "--reason", "r", "--at", "+30m", "--wait",
+        ])
+        .unwrap();
+
+        let Command::Request(request_cli) = cli.command else {
+            panic!("not a request");
+        };
+        assert_eq!(
+            request_cli.start,
+            Some(PlannedStart::After(Duration::from_secs(1800)))
+        );
+        assert!(request_cli.wait);
+        assert!(parse(&["request", "db", "--host", "h", "--reason", "r", "--at", "noon"]).is_err());
+    }
+
+    #[test]
+    fn deny_needs_a_reason_and_extend_a_duration() {
+        assert!(parse(&["deny", "r-1"]).is_err());
+        assert!(parse(&["deny", "r-1", "--reason", "no ticket"]).is_ok());
+        assert!(parse(&["extend", "g-1", "--reason", "more"]).is_err());
+        assert!(parse(&["extend", "g-1", "--for", "30m", "--reason", "more"]).is_ok());
+        assert!(parse(&["approve", "r-1", "--comment", "ok", "--json"]).is_ok());
     }
 
     #[test]

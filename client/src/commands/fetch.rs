@@ -2,13 +2,8 @@
 
 use std::time::Duration;
 
-use jit_proto::RequestStatus;
-
 use super::request::settle;
-use super::{CommandError, Context};
-
-/// How often `jit wait` asks the CA about the request.
-const POLL_INTERVAL: Duration = Duration::from_secs(5);
+use super::{wait, CommandError, Context};
 
 /// Arguments of `jit fetch` and `jit wait`.
 #[derive(Clone, Debug)]
@@ -23,39 +18,26 @@ pub struct FetchArgs {
 
 /// Runs `jit fetch` (one look) or `jit wait` (look until decided or `wait_up_to` has passed).
 ///
-/// An approved request is installed exactly as `jit request` installs one.
+/// An approved request is installed exactly as `jit request` installs one; an approved
+/// extension re-installs its grant with the new certificate.
 pub async fn run(context: &Context, args: &FetchArgs) -> Result<(), CommandError> {
     let state = context.state()?;
     // Checked before any network call: the id also names a local directory.
     state.request_dir(&args.request_id)?;
     let ca = context.ca()?;
 
-    let started = (context.clock)();
-    let mut announced = false;
-    loop {
-        let id_token = context.bearer_token(&ca, &state).await?;
-        let view = ca.get_request(&id_token, &args.request_id).await?;
-
-        let still_pending = view.status == RequestStatus::Pending;
-        let Some(wait_up_to) = args.wait_up_to.filter(|_| still_pending) else {
-            return settle(context, &state, &view, None, args.json).await;
-        };
-
-        let waited = ((context.clock)() - started).to_std().unwrap_or_default();
-        if waited >= wait_up_to {
-            return Err(CommandError::StillPending {
-                request_id: args.request_id.clone(),
-                waited: jit_proto::format_duration(wait_up_to),
-            });
+    let view = match args.wait_up_to {
+        Some(limit) => {
+            wait::wait_for_decision(context, &ca, &state, &args.request_id, Some(limit)).await?
         }
-        if !announced {
-            eprintln!(
-                "Waiting up to {} for request {} to be approved...",
-                jit_proto::format_duration(wait_up_to),
-                args.request_id
-            );
-            announced = true;
+        None => {
+            let (ca, request_id) = (&ca, args.request_id.as_str());
+            context
+                .call(ca, &state, |id_token| async move {
+                    ca.get_request(&id_token, request_id).await
+                })
+                .await?
         }
-        tokio::time::sleep(POLL_INTERVAL.min(wait_up_to - waited)).await;
-    }
+    };
+    settle(context, &state, &view, None, args.json).await
 }

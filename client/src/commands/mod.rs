@@ -2,24 +2,29 @@
 //! prints the result; `main` only parses the command line and reports the error.
 
 pub mod audit;
+pub mod extend;
 pub mod fetch;
 pub mod login;
 pub mod request;
+pub mod review;
 pub mod ssh;
 pub mod status;
+pub mod wait;
 
+use std::future::Future;
 use std::io::Write;
 
 use jit_proto::RequestStatus;
 
 use crate::api::{self, ApiError, CaClient};
 use crate::auth::AuthError;
+use crate::challenge::StepUpChallenge;
 use crate::config::{self, ConfigError, Environment};
 use crate::install::InstallError;
-use crate::login::LoginError;
+use crate::login::{LoginError, LoginFlow, LoginOptions};
 use crate::secret::Secret;
 use crate::state::{StateDir, StateError};
-use crate::tokens::TokenError;
+use crate::tokens::{CachedTokens, TokenError, TokenSource};
 use crate::Clock;
 
 /// What every command needs: the environment snapshot, the `--server` flag and the clock.
@@ -54,6 +59,66 @@ impl Context {
         state: &StateDir,
     ) -> Result<Secret, CommandError> {
         Ok(crate::auth::bearer_token(ca, state, self.clock).await?)
+    }
+
+    /// Makes one authenticated call to the CA. When the CA answers that the login is too weak
+    /// or too old (RFC 9470 step-up), logs in again as the challenge asks and retries once.
+    pub async fn call<T, F, Fut>(
+        &self,
+        ca: &CaClient,
+        state: &StateDir,
+        call: F,
+    ) -> Result<T, CommandError>
+    where
+        F: Fn(Secret) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let id_token = self.bearer_token(ca, state).await?;
+        let (message, challenge) = match call(id_token).await {
+            Err(ApiError::StepUpRequired { message, challenge }) => (message, challenge),
+            other => return Ok(other?),
+        };
+
+        self.step_up(ca, state, &message, &challenge).await?;
+        let id_token = self.bearer_token(ca, state).await?;
+        match call(id_token).await {
+            Err(ApiError::StepUpRequired { message, .. }) => {
+                Err(CommandError::StepUpNotSatisfied { message })
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Logs in again the way the cached login was made, asking the provider for a fresh
+    /// authentication (`prompt=login`) with the challenge's `max_age` and `acr_values`.
+    async fn step_up(
+        &self,
+        ca: &CaClient,
+        state: &StateDir,
+        message: &str,
+        challenge: &StepUpChallenge,
+    ) -> Result<(), CommandError> {
+        let flow = match CachedTokens::load(state)?.source {
+            TokenSource::Device => LoginFlow::Device,
+            TokenSource::Browser => LoginFlow::Browser,
+            TokenSource::Refresh => LoginFlow::Auto,
+            // A token handed over by automation cannot be stepped up by asking a person.
+            TokenSource::File => {
+                return Err(CommandError::StepUpUnavailable {
+                    message: message.to_owned(),
+                })
+            }
+        };
+        let options = LoginOptions {
+            flow,
+            max_age: challenge.max_age,
+            prompt_login: true,
+            acr_values: challenge.acr_values.clone(),
+        };
+
+        eprintln!("The CA asks for a new login: {message}");
+        crate::login::login(ca, state, &self.env, &options, self.clock).await?;
+        Ok(())
     }
 }
 
@@ -109,6 +174,29 @@ pub enum CommandError {
         status: RequestStatus,
         /// The CA's explanation.
         message: String,
+    },
+    /// The CA still wants a stronger or fresher login after logging in again.
+    #[error("{message} (still, after logging in again)")]
+    StepUpNotSatisfied {
+        /// The CA's explanation.
+        message: String,
+    },
+    /// The CA wants a new login, but the cached one came from `--id-token-file`.
+    #[error(
+        "{message}; the current login came from --id-token-file, so log in with \
+         `jit login --prompt-login` (with --max-age/--acr-values as the profile needs)"
+    )]
+    StepUpUnavailable {
+        /// The CA's explanation.
+        message: String,
+    },
+    /// Ctrl-C while waiting: the request stays pending at the CA and its key stays here.
+    #[error(
+        "stopped waiting; request {request_id} stays pending; resume with `jit wait {request_id}`"
+    )]
+    Interrupted {
+        /// The request.
+        request_id: String,
     },
     /// `jit fetch --wait` gave up.
     #[error(

@@ -1,18 +1,55 @@
 //! `jit request`: ask the CA for access with a fresh key, and install the certificate when it is
-//! granted at once. [`settle`] is shared with `jit fetch`, so both finish the same way.
+//! granted at once (or, with `--wait`, once approved). [`settle`] is shared with `jit fetch`,
+//! `jit wait` and `jit extend`, so all of them finish the same way.
 
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use jit_proto::{AccessRequestView, CreateAccessRequest, RequestStatus};
 use serde_json::json;
 use ssh_key::PrivateKey;
 
-use super::{print_json, print_line, CommandError, Context};
+use super::{print_json, print_line, wait, CommandError, Context};
 use crate::agent::{self, AgentOutcome};
 use crate::install;
 use crate::state::{LocalGrant, StateDir, KEY_FILE};
+
+/// When a planned grant should start (`--at`): the CA starts it then, or at approval if that
+/// comes later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlannedStart {
+    /// At this instant (`--at 2030-01-02T03:04:05Z`).
+    At(DateTime<Utc>),
+    /// This long after the request is made (`--at +30m`).
+    After(Duration),
+}
+
+impl PlannedStart {
+    /// Parses an RFC 3339 instant or `+` and a duration in the `--for` syntax.
+    pub fn parse(text: &str) -> Result<PlannedStart, String> {
+        if let Some(relative) = text.strip_prefix('+') {
+            return jit_proto::parse_duration(relative)
+                .map(PlannedStart::After)
+                .map_err(|error| error.to_string());
+        }
+        DateTime::parse_from_rfc3339(text)
+            .map(|instant| PlannedStart::At(instant.with_timezone(&Utc)))
+            .map_err(|_| {
+                format!("`{text}` is neither an RFC 3339 time (2030-01-02T09:00:00Z) nor +30m")
+            })
+    }
+
+    /// The instant this names, for a request made at `now`.
+    pub fn resolve(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            PlannedStart::At(instant) => instant,
+            PlannedStart::After(delay) => {
+                now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX)
+            }
+        }
+    }
+}
 
 /// Arguments of `jit request`.
 #[derive(Clone, Debug)]
@@ -29,6 +66,10 @@ pub struct RequestArgs {
     pub duration: Option<Duration>,
     /// One Unix user of the profile; all of them when absent.
     pub unix_user: Option<String>,
+    /// A planned start (`--at`).
+    pub start: Option<PlannedStart>,
+    /// Wait for a pending request to be decided (`--wait`).
+    pub wait: bool,
     /// Print JSON instead of text.
     pub json: bool,
 }
@@ -44,20 +85,34 @@ pub async fn run(context: &Context, args: &RequestArgs) -> Result<(), CommandErr
                 action: "encode",
                 source,
             })?;
-    let body = request_body(args, public_key)?;
+    let body = request_body(args, public_key, (context.clock)())?;
 
     let state = context.state()?;
     let ca = context.ca()?;
-    let id_token = context.bearer_token(&ca, &state).await?;
-    let view = ca.create_request(&id_token, &body).await?;
+    let view = {
+        let (ca, body) = (&ca, &body);
+        context
+            .call(ca, &state, |id_token| async move {
+                ca.create_request(&id_token, body).await
+            })
+            .await?
+    };
 
-    settle(context, &state, &view, Some(&key), args.json).await
+    if !args.wait || view.status != RequestStatus::Pending {
+        return settle(context, &state, &view, Some(&key), args.json).await;
+    }
+    // Kept first, so that after Ctrl-C `jit wait` can still finish the request.
+    install::save_pending(&state, &view, &key)?;
+    let decided = wait::wait_for_decision(context, &ca, &state, &view.request_id, None).await?;
+    settle(context, &state, &decided, None, args.json).await
 }
 
-/// Builds the request body from the arguments, refusing locally what the CA would refuse.
+/// Builds the request body from the arguments, for a request made at `now`, refusing locally
+/// what the CA would refuse.
 pub fn request_body(
     args: &RequestArgs,
     public_key: String,
+    now: DateTime<Utc>,
 ) -> Result<CreateAccessRequest, CommandError> {
     if let Some(user) = args.unix_user.as_deref() {
         jit_proto::validate_unix_user(user)
@@ -77,16 +132,16 @@ pub fn request_body(
         reason: args.reason.clone(),
         ticket: args.ticket.clone(),
         public_key,
-        start_at: None,
+        start_at: args.start.map(|start| start.resolve(now)),
     })
 }
 
 /// Finishes a request the CA described as `view`.
 ///
 /// Approved with a certificate: installs it beside the key (`fresh_key`, or the one kept for the
-/// request), loads it into the agent and prints the summary. Pending: keeps `fresh_key` for a
-/// later `jit fetch` and says so (exit status 0). Denied, cancelled or expired: drops the kept
-/// key and fails with the CA's message.
+/// request, or for an extension the grant's own), loads it into the agent and prints the
+/// summary. Pending: keeps `fresh_key` for a later `jit fetch` and says so (exit status 0).
+/// Denied, cancelled or expired: drops the kept key and fails with the CA's message.
 pub async fn settle(
     context: &Context,
     state: &StateDir,
@@ -111,14 +166,15 @@ pub async fn settle(
             let valid_before = installed.certificate.valid_before;
             let agent_outcome =
                 agent::add_to_agent(&context.env, &installed.key_path, valid_before, now).await;
-            report_approved(&installed, &agent_outcome, now, json);
+            report_approved(view, &installed, &agent_outcome, now, json);
             Ok(())
         }
         // Approved but not yet certified is as good as pending for the user: fetch again later.
         (RequestStatus::Pending, _) | (RequestStatus::Approved, None) => {
-            let key_path = match fresh_key {
-                Some(key) => install::save_pending(state, view, key)?,
-                None => state.request_dir(&view.request_id)?.join(KEY_FILE),
+            let key_path = match (fresh_key, &view.extends_grant) {
+                (Some(key), _) => install::save_pending(state, view, key)?,
+                (None, Some(grant_id)) => state.grant_dir(grant_id)?.join(KEY_FILE),
+                (None, None) => state.request_dir(&view.request_id)?.join(KEY_FILE),
             };
             report_pending(view, &key_path, json);
             Ok(())
@@ -135,6 +191,7 @@ pub async fn settle(
 }
 
 fn report_approved(
+    view: &AccessRequestView,
     installed: &LocalGrant,
     agent_outcome: &AgentOutcome,
     now: DateTime<Utc>,
@@ -149,13 +206,17 @@ fn report_approved(
     if json {
         print_json(&json!({
             "status": "approved",
-            "request_id": grant.request_id,
+            "request_id": view.request_id,
+            "extends_grant": view.extends_grant,
             "grant_id": grant.grant_id,
             "profile": grant.profile,
             "host": grant.host,
             "serial": certificate.serial,
             "key_id": certificate.key_id,
             "principals": certificate.principals,
+            "starts_at": grant.starts_at,
+            "ends_at": grant.ends_at,
+            "approvals": view.approvals,
             "valid_after": certificate.valid_after,
             "valid_before": certificate.valid_before,
             "expires_in_secs": time_left.as_secs(),
@@ -167,10 +228,20 @@ fn report_approved(
         return;
     }
 
+    let headline = match &view.extends_grant {
+        Some(_) => "Access extended",
+        None => "Access granted",
+    };
     print_line(&format!(
-        "Access granted: grant {} for {} (request {})",
-        grant.grant_id, grant.host, grant.request_id
+        "{headline}: grant {} for {} (request {})",
+        grant.grant_id, grant.host, view.request_id
     ));
+    if grant.starts_at > now {
+        print_line(&format!(
+            "  starts at:   {}",
+            crate::format_instant(grant.starts_at)
+        ));
+    }
     print_line(&format!(
         "  principals:  {}",
         certificate.principals.join(", ")
@@ -196,18 +267,28 @@ fn report_pending(view: &AccessRequestView, key_path: &Path, json: bool) {
         print_json(&json!({
             "status": "pending",
             "request_id": view.request_id,
+            "extends_grant": view.extends_grant,
             "profile": view.profile,
             "host": view.host,
             "message": message,
+            "approvals": view.approvals,
+            "required_approvals": view.required_approvals,
+            "expires_at": view.expires_at,
             "key_path": key_path,
         }));
         return;
     }
 
-    print_line(&format!(
-        "Request {} needs approval: {message}",
-        view.request_id
-    ));
+    match &view.extends_grant {
+        Some(grant_id) => print_line(&format!(
+            "Extension {} of grant {grant_id} needs approval: {message}",
+            view.request_id
+        )),
+        None => print_line(&format!(
+            "Request {} needs approval: {message}",
+            view.request_id
+        )),
+    }
     print_line(&format!(
         "Once approved, run: jit fetch {} (or `jit wait {}` to wait for it)",
         view.request_id, view.request_id
@@ -250,6 +331,7 @@ fn agent_phrase(outcome: &AgentOutcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixed_instants::at;
 
     fn args(duration: Option<&str>) -> RequestArgs {
         RequestArgs {
@@ -259,13 +341,15 @@ mod tests {
             ticket: Some("OPS-1".into()),
             duration: duration.map(|text| jit_proto::parse_duration(text).unwrap()),
             unix_user: Some("postgres".into()),
+            start: None,
+            wait: false,
             json: false,
         }
     }
 
     #[test]
     fn for_becomes_seconds_in_the_body() {
-        let body = request_body(&args(Some("1h30m")), "ssh-ed25519 AAAA".into()).unwrap();
+        let body = request_body(&args(Some("1h30m")), "ssh-ed25519 AAAA".into(), at(0)).unwrap();
 
         assert_eq!(body.duration_secs, Some(5400));
         assert_eq!(body.unix_user.as_deref(), Some("postgres"));
@@ -274,11 +358,30 @@ mod tests {
 
     #[test]
     fn without_for_the_profile_default_applies() {
-        let body = request_body(&args(None), String::new()).unwrap();
+        let body = request_body(&args(None), String::new(), at(0)).unwrap();
 
         assert_eq!(body.duration_secs, None);
         let encoded = serde_json::to_value(&body).unwrap();
         assert!(encoded.get("duration_secs").is_none(), "{encoded}");
+        assert!(encoded.get("start_at").is_none(), "{encoded}");
+    }
+
+    #[test]
+    fn at_takes_an_instant_or_a_delay_from_now() {
+        let in_half_an_hour = RequestArgs {
+            start: Some(PlannedStart::parse("+30m").unwrap()),
+            ..args(None)
+        };
+        let planned = PlannedStart::parse("2023-11-15T01:00:00+02:00").unwrap();
+
+        let body = request_body(&in_half_an_hour, String::new(), at(0)).unwrap();
+
+        assert_eq!(body.start_at, Some(at(1800)));
+        // 01:00 at +02:00 is 23:00Z, 46m40s after the reference instant.
+        assert_eq!(planned.resolve(at(0)), at(2800));
+        for bad in ["30m", "+0m", "tomorrow", "2023-11-15"] {
+            assert!(PlannedStart::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -292,7 +395,7 @@ mod tests {
             ..args(None)
         };
 
-        assert!(request_body(&bad_user, String::new()).is_err());
-        assert!(request_body(&no_reason, String::new()).is_err());
+        assert!(request_body(&bad_user, String::new(), at(0)).is_err());
+        assert!(request_body(&no_reason, String::new(), at(0)).is_err());
     }
 }
