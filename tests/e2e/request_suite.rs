@@ -10,7 +10,9 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::support::api::{assert_log_holds_no_token, post_request, stored_rows, valid_body};
+use crate::support::api::{
+    assert_log_holds_no_token, post_request, stored_rows, valid_body, with_changes,
+};
 use crate::support::ca::{test_profiles, Ca, TEST_RULES};
 use crate::support::oidc::{OidcProvider, TestUser, JIT_CLIENT_ID};
 use crate::support::openssh::{generate_ed25519_key, sign_user_certificate_with_ssh_keygen};
@@ -26,30 +28,27 @@ struct Case {
     code: &'static str,
 }
 
+/// The answer to a malformed request.
+const MALFORMED: (u16, &str) = (400, "invalid_request");
+/// The answer to a request the policy refuses.
+const DENIED: (u16, &str) = (403, "policy_denied");
+/// The answer to an unacceptable public key.
+const BAD_KEY: (u16, &str) = (422, "invalid_public_key");
+
 impl Case {
-    fn new(name: impl Into<String>, body: impl ToString, status: u16, code: &'static str) -> Case {
+    fn new(name: impl Into<String>, body: impl ToString, answer: (u16, &'static str)) -> Case {
         Case {
             name: name.into(),
             body: body.to_string(),
-            status,
-            code,
+            status: answer.0,
+            code: answer.1,
         }
     }
 }
 
 /// The grantable body with `changes` applied; a `null` value removes the field.
 fn body_with(public_key: &str, changes: Value) -> Value {
-    let mut body = valid_body(public_key);
-    for (name, value) in changes.as_object().expect("changes are an object") {
-        match value {
-            Value::Null => body.as_object_mut().unwrap().remove(name),
-            other => body
-                .as_object_mut()
-                .unwrap()
-                .insert(name.clone(), other.clone()),
-        };
-    }
-    body
+    with_changes(valid_body(public_key), &changes)
 }
 
 /// Runs `ssh-keygen -t KIND [-b BITS]` into `dir/name` and returns the public key line, or
@@ -160,43 +159,22 @@ fn hostile_requests_are_refused_and_nothing_is_issued() {
     // would read as a list, a pattern or another place.
     for (label, host) in hostile_names("db-1") {
         let body = body_with(&ed25519, json!({ "host": host }));
-        cases.push(Case::new(
-            format!("host: {label}"),
-            body,
-            400,
-            "invalid_request",
-        ));
+        cases.push(Case::new(format!("host: {label}"), body, MALFORMED));
         let group = body_with(&ed25519, json!({ "host": format!("group:{host}") }));
-        cases.push(Case::new(
-            format!("group: {label}"),
-            group,
-            400,
-            "invalid_request",
-        ));
+        cases.push(Case::new(format!("group: {label}"), group, MALFORMED));
     }
     for (label, unix_user) in hostile_names(UNIX_USER) {
         let body = body_with(&ed25519, json!({ "unix_user": unix_user }));
-        cases.push(Case::new(
-            format!("unix user: {label}"),
-            body,
-            400,
-            "invalid_request",
-        ));
+        cases.push(Case::new(format!("unix user: {label}"), body, MALFORMED));
     }
     let other_user = body_with(&ed25519, json!({ "unix_user": "root" }));
     cases.push(Case::new(
         "unix user outside the profile",
         other_user,
-        403,
-        "policy_denied",
+        DENIED,
     ));
     let profile_pattern = body_with(&ed25519, json!({ "profile": "read-*" }));
-    cases.push(Case::new(
-        "profile pattern",
-        profile_pattern,
-        403,
-        "policy_denied",
-    ));
+    cases.push(Case::new("profile pattern", profile_pattern, DENIED));
 
     // Durations: zero, past the maximum, overflowing, negative, fractional, or a string.
     let durations: [(&str, &str); 9] = [
@@ -213,12 +191,7 @@ fn hostile_requests_are_refused_and_nothing_is_issued() {
     let plain = valid_body(&ed25519).to_string();
     for (label, duration) in durations {
         let body = plain.replacen('{', &format!("{{\"duration_secs\":{duration},"), 1);
-        cases.push(Case::new(
-            format!("duration: {label}"),
-            body,
-            400,
-            "invalid_request",
-        ));
+        cases.push(Case::new(format!("duration: {label}"), body, MALFORMED));
     }
 
     // Free text: oversized, or holding characters that would forge lines or reorder text.
@@ -240,7 +213,7 @@ fn hostile_requests_are_refused_and_nothing_is_issued() {
     ];
     for (label, changes) in texts {
         let body = body_with(&ed25519, changes);
-        cases.push(Case::new(label, body, 400, "invalid_request"));
+        cases.push(Case::new(label, body, MALFORMED));
     }
 
     // Fields the client may not set, and shapes the decoder must refuse cheaply.
@@ -253,27 +226,12 @@ fn hostile_requests_are_refused_and_nothing_is_issued() {
         "admin",
     ] {
         let body = body_with(&ed25519, json!({ field: ["root@db-2"] }));
-        cases.push(Case::new(
-            format!("unknown field {field}"),
-            body,
-            400,
-            "invalid_request",
-        ));
+        cases.push(Case::new(format!("unknown field {field}"), body, MALFORMED));
     }
     let duplicate = plain.replacen('{', "{\"host\":\"web-1\",", 1);
-    cases.push(Case::new(
-        "duplicate field",
-        duplicate,
-        400,
-        "invalid_request",
-    ));
+    cases.push(Case::new("duplicate field", duplicate, MALFORMED));
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
-    cases.push(Case::new(
-        "deeply nested array",
-        deep,
-        400,
-        "invalid_request",
-    ));
+    cases.push(Case::new("deeply nested array", deep, MALFORMED));
     let deep_in_field = plain.replacen(
         "\"reason\":",
         &format!(
@@ -283,29 +241,19 @@ fn hostile_requests_are_refused_and_nothing_is_issued() {
         ),
         1,
     );
-    cases.push(Case::new(
-        "deeply nested field",
-        deep_in_field,
-        400,
-        "invalid_request",
-    ));
+    cases.push(Case::new("deeply nested field", deep_in_field, MALFORMED));
     let huge = body_with(&ed25519, json!({ "reason": "r".repeat(2 * 1024 * 1024) }));
-    cases.push(Case::new("huge body", huge, 413, "payload_too_large"));
+    cases.push(Case::new("huge body", huge, (413, "payload_too_large")));
     for (label, text) in [
         ("empty body", ""),
         ("null", "null"),
         ("array", "[]"),
         ("not JSON", "{{"),
     ] {
-        cases.push(Case::new(label, text, 400, "invalid_request"));
+        cases.push(Case::new(label, text, MALFORMED));
     }
     let missing_key = body_with(&ed25519, json!({ "public_key": null }));
-    cases.push(Case::new(
-        "no public key",
-        missing_key,
-        400,
-        "invalid_request",
-    ));
+    cases.push(Case::new("no public key", missing_key, MALFORMED));
 
     // Public keys that are not one, too weak, a certificate, or an algorithm refused.
     let rsa_1024 = keygen(keys.path(), "rsa1024", "rsa", Some("1024")).expect("RSA 1024");
@@ -356,12 +304,7 @@ fn hostile_requests_are_refused_and_nothing_is_issued() {
     }
     for (label, key) in bad_keys {
         let body = valid_body(&key);
-        cases.push(Case::new(
-            format!("key: {label}"),
-            body,
-            422,
-            "invalid_public_key",
-        ));
+        cases.push(Case::new(format!("key: {label}"), body, BAD_KEY));
     }
 
     let rows_before = stored_rows(&ca);

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::support::api::{
     assert_error_body, assert_log_holds_no_token, list_grants, post_request, security_events,
-    stored_rows, valid_body, wait_for_event,
+    stored_rows, valid_body, wait_for_event, with_changes,
 };
 use crate::support::ca::{test_profiles, Ca, TEST_RULES};
 use crate::support::oidc::{unverified_claims, OidcProvider, TestUser, JIT_CLIENT_ID};
@@ -67,17 +67,7 @@ fn honest_claims(provider: &OidcProvider) -> Value {
 
 /// The honest claims with `changes` applied; a `null` value removes the claim.
 fn claims_with(provider: &OidcProvider, changes: Value) -> Value {
-    let mut claims = honest_claims(provider);
-    for (name, value) in changes.as_object().expect("changes are an object") {
-        match value {
-            Value::Null => claims.as_object_mut().unwrap().remove(name),
-            other => claims
-                .as_object_mut()
-                .unwrap()
-                .insert(name.clone(), other.clone()),
-        };
-    }
-    claims
+    with_changes(honest_claims(provider), &changes)
 }
 
 /// Signs `claims` with the provider's own RS256 key.

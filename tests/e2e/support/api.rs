@@ -83,6 +83,18 @@ pub fn valid_body(public_key: &str) -> Value {
     })
 }
 
+/// `object` with `changes` applied field by field; a `null` value removes the field.
+pub fn with_changes(mut object: Value, changes: &Value) -> Value {
+    let fields = object.as_object_mut().expect("a JSON object");
+    for (name, value) in changes.as_object().expect("changes are a JSON object") {
+        match value {
+            Value::Null => fields.remove(name),
+            other => fields.insert(name.clone(), other.clone()),
+        };
+    }
+    object
+}
+
 /// How many times the CA logged the security event `message` so far.
 pub fn security_events(ca: &Ca, message: &str) -> usize {
     ca.log()
