@@ -243,12 +243,11 @@ impl Checkpoint {
             .decode(&self.signature)
             .map_err(|_| bad())?;
         let signature = Signature::from_slice(&signature_bytes).map_err(|_| bad())?;
-        let message = Checkpoint::signed_bytes(
-            self.record_count,
-            &head_hash,
-            self.signed_at.timestamp(),
-        );
-        key.0.verify_strict(&message, &signature).map_err(|_| bad())?;
+        let message =
+            Checkpoint::signed_bytes(self.record_count, &head_hash, self.signed_at.timestamp());
+        key.0
+            .verify_strict(&message, &signature)
+            .map_err(|_| bad())?;
         Ok(head_hash)
     }
 }
@@ -482,7 +481,9 @@ pub enum ChainError {
         first_missing: u64,
     },
     /// The record a checkpoint vouches for has a different hash: the log was rewritten.
-    #[error("record {seq} differs from the checkpoint signed at {signed_at}: the log was rewritten")]
+    #[error(
+        "record {seq} differs from the checkpoint signed at {signed_at}: the log was rewritten"
+    )]
     CheckpointMismatch {
         /// The record.
         seq: u64,
@@ -630,7 +631,8 @@ impl ChainVerifier {
             });
         }
 
-        let canonical = canonical_json(&Value::Object(body)).map_err(|_| ChainError::Altered { seq })?;
+        let canonical =
+            canonical_json(&Value::Object(body)).map_err(|_| ChainError::Altered { seq })?;
         let hash = prev_hash.next(canonical.as_bytes());
         if hash != stated_hash {
             return Err(ChainError::Altered { seq });
@@ -647,6 +649,16 @@ impl ChainVerifier {
         self.last = Some((seq, hash));
         self.records += 1;
         Ok(())
+    }
+
+    /// Also holds the log to records an auditor kept from an earlier, verified export: a
+    /// record at the same position with another hash is named as rewritten.
+    pub fn hold(&mut self, kept: &[KeptRecord]) {
+        for record in kept {
+            self.anchors
+                .entry(record.seq)
+                .or_insert((record.hash, record.signed_at));
+        }
     }
 
     /// Ends the verification: every checkpoint must fall within the records seen.
@@ -673,16 +685,80 @@ impl ChainVerifier {
     }
 }
 
-/// Verifies a whole JSON Lines export: its checkpoint lines and any `extra_checkpoints` the
-/// auditor kept from before (which is what exposes a truncation).
+/// A record of an earlier export that its checkpoint vouches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeptRecord {
+    /// Its number.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: ChainHash,
+    /// When the checkpoint that vouches for it was signed.
+    pub signed_at: DateTime<Utc>,
+}
+
+/// What an auditor kept from an earlier export: its checkpoints, and, when it verifies as a
+/// whole log, the records they vouch for. Held against a later export, they expose a truncated
+/// or rewritten log and name the first record that differs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Kept {
+    /// Checkpoints that verified.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Records covered by them.
+    pub records: Vec<KeptRecord>,
+}
+
+impl Kept {
+    /// Reads an earlier export (or a file of checkpoint lines). Checkpoints are kept when they
+    /// verify; records only when the whole file verifies as a complete log.
+    pub fn read(text: &str, key: &AuditPublicKey) -> Result<Kept, ChainError> {
+        let checkpoints = checkpoints_in(text);
+        for checkpoint in &checkpoints {
+            checkpoint.verify(key)?;
+        }
+        let Ok(verified) = verify_export(text, &Kept::default(), key, Completeness::Complete)
+        else {
+            return Ok(Kept {
+                checkpoints,
+                records: Vec::new(),
+            });
+        };
+        let newest = checkpoints
+            .iter()
+            .max_by_key(|checkpoint| checkpoint.record_count)
+            .map(|checkpoint| checkpoint.signed_at);
+        let records = text
+            .lines()
+            .filter_map(|line| match ExportLine::parse(line) {
+                Ok(ExportLine::Record(record)) => Some(record),
+                _ => None,
+            })
+            .filter_map(|record| {
+                let seq = record.get("seq")?.as_u64()?;
+                let hash = ChainHash::parse(record.get("hash")?.as_str()?)?;
+                (seq <= verified.covered).then_some(KeptRecord {
+                    seq,
+                    hash,
+                    signed_at: newest?,
+                })
+            })
+            .collect();
+        Ok(Kept {
+            checkpoints,
+            records,
+        })
+    }
+}
+
+/// Verifies a whole JSON Lines export: its checkpoint lines, and what the auditor `kept` from
+/// before (which is what exposes a truncation).
 pub fn verify_export(
     text: &str,
-    extra_checkpoints: &[Checkpoint],
+    kept: &Kept,
     key: &AuditPublicKey,
     completeness: Completeness,
 ) -> Result<Verified, ChainError> {
     let mut records = Vec::new();
-    let mut checkpoints = extra_checkpoints.to_vec();
+    let mut checkpoints = kept.checkpoints.clone();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -700,6 +776,7 @@ pub fn verify_export(
     }
 
     let mut verifier = ChainVerifier::new(completeness, &checkpoints, key)?;
+    verifier.hold(&kept.records);
     for (line, record) in &records {
         verifier.line = line - 1;
         verifier.push(record)?;
@@ -761,8 +838,7 @@ mod tests {
     }
 
     fn verify(records: &[Value], checkpoints: &[Checkpoint]) -> Result<Verified, ChainError> {
-        let mut verifier =
-            ChainVerifier::new(Completeness::Complete, checkpoints, &public_key())?;
+        let mut verifier = ChainVerifier::new(Completeness::Complete, checkpoints, &public_key())?;
         for record in records {
             verifier.push(record)?;
         }
@@ -782,8 +858,8 @@ mod tests {
 
     #[test]
     fn sealing_is_deterministic_and_pinned() {
-        let sealed = seal_record(1, at(0), "config_loaded", json!({}), &ChainHash::GENESIS)
-            .unwrap();
+        let sealed =
+            seal_record(1, at(0), "config_loaded", json!({}), &ChainHash::GENESIS).unwrap();
 
         assert_eq!(
             sealed.body,
@@ -799,7 +875,9 @@ mod tests {
         let (records, checkpoint) = log();
         let reformatted: Vec<Value> = records
             .iter()
-            .map(|record| serde_json::from_str(&serde_json::to_string_pretty(record).unwrap()).unwrap())
+            .map(|record| {
+                serde_json::from_str(&serde_json::to_string_pretty(record).unwrap()).unwrap()
+            })
             .collect();
 
         let verified = verify(&reformatted, &[checkpoint]).unwrap();
@@ -826,7 +904,13 @@ mod tests {
 
         let error = verify(&records, &[checkpoint]).unwrap_err();
 
-        assert_eq!(error, ChainError::Missing { expected: 2, found: 3 });
+        assert_eq!(
+            error,
+            ChainError::Missing {
+                expected: 2,
+                found: 3
+            }
+        );
         assert_eq!(error.record(), Some(2));
     }
 
@@ -852,7 +936,13 @@ mod tests {
 
         let error = verify(&records, &[checkpoint]).unwrap_err();
 
-        assert_eq!(error, ChainError::BrokenLink { seq: 3, previous: 2 });
+        assert_eq!(
+            error,
+            ChainError::BrokenLink {
+                seq: 3,
+                previous: 2
+            }
+        );
     }
 
     #[test]
@@ -868,7 +958,12 @@ mod tests {
 
         assert!(matches!(
             error,
-            ChainError::Truncated { record_count: 5, last: 3, first_missing: 4, .. }
+            ChainError::Truncated {
+                record_count: 5,
+                last: 3,
+                first_missing: 4,
+                ..
+            }
         ));
     }
 
@@ -896,7 +991,10 @@ mod tests {
 
         let error = verify(&rewritten, &[checkpoint]).unwrap_err();
 
-        assert!(matches!(error, ChainError::CheckpointMismatch { seq: 5, .. }));
+        assert!(matches!(
+            error,
+            ChainError::CheckpointMismatch { seq: 5, .. }
+        ));
     }
 
     #[test]
@@ -904,8 +1002,7 @@ mod tests {
         let (records, checkpoint) = log();
         let filtered = [records[0].clone(), records[3].clone()];
         let mut verifier =
-            ChainVerifier::new(Completeness::Partial, &[checkpoint.clone()], &public_key())
-                .unwrap();
+            ChainVerifier::new(Completeness::Partial, &[checkpoint], &public_key()).unwrap();
         for record in &filtered {
             verifier.push(record).unwrap();
         }
@@ -913,8 +1010,7 @@ mod tests {
 
         let mut edited = records[3].clone();
         edited["data"]["serial"] = json!(99);
-        let mut verifier =
-            ChainVerifier::new(Completeness::Partial, &[], &public_key()).unwrap();
+        let mut verifier = ChainVerifier::new(Completeness::Partial, &[], &public_key()).unwrap();
         assert_eq!(verifier.push(&edited), Err(ChainError::Altered { seq: 4 }));
     }
 
@@ -924,10 +1020,52 @@ mod tests {
         let mut text: String = records.iter().map(|record| format!("{record}\n")).collect();
         text.push_str(&format!("{}\n", ExportLine::checkpoint_line(&checkpoint)));
 
-        let verified = verify_export(&text, &[], &public_key(), Completeness::Complete).unwrap();
+        let verified = verify_export(
+            &text,
+            &Kept::default(),
+            &public_key(),
+            Completeness::Complete,
+        )
+        .unwrap();
 
         assert_eq!(verified.last_seq, 5);
         assert_eq!(checkpoints_in(&text), vec![checkpoint]);
+    }
+
+    #[test]
+    fn a_kept_export_names_the_first_rewritten_record() {
+        let (records, checkpoint) = log();
+        let lines = |records: &[Value], checkpoint: &Checkpoint| {
+            let mut text: String = records.iter().map(|record| format!("{record}\n")).collect();
+            text.push_str(&format!("{}\n", ExportLine::checkpoint_line(checkpoint)));
+            text
+        };
+        let kept = Kept::read(&lines(&records, &checkpoint), &public_key()).unwrap();
+
+        // Cut after record 2 and regrown with other records, under a fresh checkpoint.
+        let mut head = ChainHash::parse(records[1]["hash"].as_str().unwrap()).unwrap();
+        let mut regrown = records[..2].to_vec();
+        for seq in 3..=6 {
+            let sealed = seal_record(seq, at(50), "config_loaded", json!({}), &head).unwrap();
+            head = sealed.hash;
+            regrown.push(exported_record(&sealed.body, &sealed.hash).unwrap());
+        }
+        let fresh = sign(6, &head, at(60));
+        let text = lines(&regrown, &fresh);
+
+        let alone = verify_export(
+            &text,
+            &Kept::default(),
+            &public_key(),
+            Completeness::Complete,
+        );
+        let held = verify_export(&text, &kept, &public_key(), Completeness::Complete);
+
+        assert!(alone.is_ok());
+        assert!(
+            matches!(held, Err(ChainError::CheckpointMismatch { seq: 3, .. })),
+            "{held:?}"
+        );
     }
 
     #[test]

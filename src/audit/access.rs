@@ -60,15 +60,22 @@ fn decide(policy: &Policy, identity: &Identity, now: DateTime<Utc>) -> Result<Ru
         Entities::from_entities(entities, Some(schema)).map_err(|error| error.to_string())?;
 
     let text = |value: &str| RestrictedExpression::new_string(value.to_owned());
-    let amr = RestrictedExpression::new_set(identity.auth_methods.iter().map(|method| text(method)));
+    let amr =
+        RestrictedExpression::new_set(identity.auth_methods.iter().map(|method| text(method)));
     let context = Context::from_pairs([
         ("profile".into(), text("")),
         ("unix_users".into(), RestrictedExpression::new_set([])),
         ("duration_secs".into(), RestrictedExpression::new_long(0)),
         ("reason".into(), text("")),
         ("ticket".into(), text("")),
-        ("now".into(), RestrictedExpression::new_long(now.timestamp())),
-        ("hour_utc".into(), RestrictedExpression::new_long(i64::from(now.hour()))),
+        (
+            "now".into(),
+            RestrictedExpression::new_long(now.timestamp()),
+        ),
+        (
+            "hour_utc".into(),
+            RestrictedExpression::new_long(i64::from(now.hour())),
+        ),
         (
             "weekday".into(),
             RestrictedExpression::new_long(i64::from(now.weekday().number_from_monday())),
@@ -88,7 +95,11 @@ fn decide(policy: &Policy, identity: &Identity, now: DateTime<Utc>) -> Result<Ru
     let response = Authorizer::new().is_authorized(&request, policies, &entities);
     Ok(RuleVerdict {
         allowed: response.decision() == Decision::Allow,
-        rule_ids: response.diagnostics().reason().map(ToString::to_string).collect(),
+        rule_ids: response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect(),
         errors: response
             .diagnostics()
             .errors()
@@ -99,5 +110,8 @@ fn decide(policy: &Policy, identity: &Identity, now: DateTime<Utc>) -> Result<Ru
 
 fn uid(type_name: &str, id: &str) -> Result<EntityUid, String> {
     let type_name = EntityTypeName::from_str(type_name).map_err(|error| error.to_string())?;
-    Ok(EntityUid::from_type_name_and_id(type_name, EntityId::new(id)))
+    Ok(EntityUid::from_type_name_and_id(
+        type_name,
+        EntityId::new(id),
+    ))
 }

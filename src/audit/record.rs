@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use ssh_key::{Certificate, HashAlg, PublicKey};
 
 use super::{
-    Actor, AuditEvent, AuditReceipt, CertificateIssued, GrantActivated,
-    PolicyDecision, RequestCreated, TokenRejected,
+    Actor, AuditEvent, AuditReceipt, CertificateIssued, GrantActivated, PolicyDecision,
+    RequestCreated, TokenRejected,
 };
 use crate::identity::{Identity, TokenError, UnverifiedClaims};
 use crate::policy::{Decision, Refusal, RequestInput};
@@ -75,7 +75,11 @@ fn request_created(request: &RequestRecord, identity: &Identity) -> AuditEvent {
     })
 }
 
-fn policy_decision(request: &RequestRecord, identity: &Identity, decision: &Decision) -> AuditEvent {
+fn policy_decision(
+    request: &RequestRecord,
+    identity: &Identity,
+    decision: &Decision,
+) -> AuditEvent {
     AuditEvent::PolicyDecision(PolicyDecision {
         request_id: Some(request.id.clone()),
         requester: Actor::of(identity),
@@ -117,7 +121,13 @@ pub fn certificate_issued(
         .unwrap_or_default();
     let critical_options = parsed
         .as_ref()
-        .map(|parsed| parsed.critical_options().iter().map(|(name, value)| (name.clone(), value.clone())).collect())
+        .map(|parsed| {
+            parsed
+                .critical_options()
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     AuditEvent::CertificateIssued(CertificateIssued {
         request_id: grant.request_id.clone(),

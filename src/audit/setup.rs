@@ -12,9 +12,8 @@ use crate::config::Config;
 use crate::store::audit::AuditStore;
 
 fn digest(role: &str, path: &Path) -> Result<FileDigest, AuditError> {
-    let bytes = std::fs::read(path).map_err(|error| {
-        AuditError::Encode(format!("cannot hash {}: {error}", path.display()))
-    })?;
+    let bytes = std::fs::read(path)
+        .map_err(|error| AuditError::Encode(format!("cannot hash {}: {error}", path.display())))?;
     Ok(FileDigest {
         role: role.to_owned(),
         path: path.display().to_string(),
@@ -24,7 +23,7 @@ fn digest(role: &str, path: &Path) -> Result<FileDigest, AuditError> {
 
 /// Opens the audit log of `config` on `store`: loads (or creates) the audit key, opens the
 /// JSON Lines copy, starts the writer, records `config_loaded` with the digests of the files
-/// read, and starts signing checkpoints. Fails, naming the file, when any of it cannot be done.
+/// read, signs a checkpoint, and starts signing them periodically. Fails, naming the file, when any of it cannot be done.
 pub async fn start_audit(
     config: &Config,
     store: Arc<dyn AuditStore>,
@@ -60,6 +59,9 @@ pub async fn start_audit(
         version: env!("CARGO_PKG_VERSION").to_owned(),
     });
     auditor.record(loaded, Utc::now()).await?;
+    // A checkpoint at every start: whatever was committed before (a crash included) is then
+    // vouched for at once, and a stored log without any checkpoint means they were removed.
+    auditor.checkpoint(Utc::now()).await?;
 
     let interval = Duration::from_secs(config.audit.checkpoint_interval_secs.max(1));
     Arc::clone(&auditor).spawn_checkpoints(interval);

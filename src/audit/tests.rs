@@ -181,7 +181,10 @@ async fn a_failed_commit_answers_every_waiter_and_the_chain_goes_on() {
     let failed = auditor.record(rejected(2), at(1)).await;
     let next = auditor.record(rejected(3), at(2)).await.unwrap();
 
-    assert!(matches!(failed, Err(AuditError::CommitFailed(_))), "{failed:?}");
+    assert!(
+        matches!(failed, Err(AuditError::CommitFailed(_))),
+        "{failed:?}"
+    );
     assert_eq!(next.first_seq, 2, "the failed record took no number");
     auditor.checkpoint(at(3)).await.unwrap();
     verify_store(store.as_ref(), auditor.public_key())
@@ -195,7 +198,10 @@ async fn the_writer_resumes_from_the_store_after_a_restart() {
     let auditor = Auditor::start(Arc::new(open(&dir).await), key(), None)
         .await
         .unwrap();
-    auditor.record_all(vec![rejected(1), rejected(2)], at(0)).await.unwrap();
+    auditor
+        .record_all(vec![rejected(1), rejected(2)], at(0))
+        .await
+        .unwrap();
     auditor.checkpoint(at(1)).await.unwrap();
     drop(auditor);
 
@@ -211,16 +217,13 @@ async fn the_writer_resumes_from_the_store_after_a_restart() {
     assert_eq!(verified.records, 3);
 }
 
+/// Runs `statements` as someone with the database file would: the triggers dropped first.
 async fn tamper(store: &SqliteStore, statements: &[&str]) {
-    sqlx::query("DROP TRIGGER audit_records_no_update")
-        .execute(store.pool())
-        .await
-        .unwrap();
-    sqlx::query("DROP TRIGGER audit_records_no_delete")
-        .execute(store.pool())
-        .await
-        .unwrap();
-    for statement in statements {
+    let triggers = [
+        "DROP TRIGGER audit_records_no_update",
+        "DROP TRIGGER audit_records_no_delete",
+    ];
+    for statement in triggers.iter().chain(statements) {
         sqlx::query(statement).execute(store.pool()).await.unwrap();
     }
 }
@@ -290,7 +293,11 @@ async fn verification_names_the_tampered_record() {
 async fn verification_catches_a_filter_column_that_hides_a_record() {
     let dir = tempfile::tempdir().unwrap();
     let (store, auditor) = three_records_and_a_checkpoint(&dir).await;
-    tamper(&store, &["UPDATE audit_records SET request_id = 'r-other' WHERE seq = 2"]).await;
+    tamper(
+        &store,
+        &["UPDATE audit_records SET request_id = 'r-other' WHERE seq = 2"],
+    )
+    .await;
 
     let error = verify_store(&store, auditor.public_key())
         .await
@@ -321,7 +328,10 @@ async fn a_checkpoint_from_another_key_is_refused() {
 
     let error = verify_store(&store, other.public_key()).await.unwrap_err();
 
-    assert!(matches!(error, AuditError::Chain(ChainError::BadCheckpoint { .. })));
+    assert!(matches!(
+        error,
+        AuditError::Chain(ChainError::BadCheckpoint { .. })
+    ));
 }
 
 #[test]
@@ -339,7 +349,10 @@ fn the_audit_key_file_is_created_private_and_refused_when_exposed() {
     assert!(was_created && !was_created_again);
     assert_eq!(created.public_key(), loaded.public_key());
     assert_eq!(mode & 0o077, 0);
-    assert!(exposed.to_string().contains("readable by other users"), "{exposed}");
+    assert!(
+        exposed.to_string().contains("readable by other users"),
+        "{exposed}"
+    );
 }
 
 #[test]
@@ -372,7 +385,10 @@ async fn throughput() {
             let auditor = Arc::clone(&auditor);
             tasks.push(tokio::spawn(async move {
                 for number in 0..per_writer {
-                    auditor.record(rejected(writer * 10_000 + number), at(0)).await.unwrap();
+                    auditor
+                        .record(rejected(writer * 10_000 + number), at(0))
+                        .await
+                        .unwrap();
                 }
             }));
         }

@@ -206,8 +206,14 @@ struct Writer {
 
 /// What a job in a group will be answered, once the group is committed.
 enum Answer {
-    Appended(oneshot::Sender<Result<AuditReceipt, AuditError>>, AuditReceipt),
-    Refused(oneshot::Sender<Result<AuditReceipt, AuditError>>, AuditError),
+    Appended(
+        oneshot::Sender<Result<AuditReceipt, AuditError>>,
+        AuditReceipt,
+    ),
+    Refused(
+        oneshot::Sender<Result<AuditReceipt, AuditError>>,
+        AuditError,
+    ),
     Checkpoint(oneshot::Sender<Result<Checkpoint, AuditError>>),
 }
 
@@ -228,25 +234,23 @@ impl Writer {
 
         for job in group {
             match job {
-                Job::Append { events, now, reply } => {
-                    match seal_all(&events, now, seq, &hash) {
-                        Ok((sealed, last_hash)) if !sealed.is_empty() => {
-                            let receipt = AuditReceipt {
-                                first_seq: seq + 1,
-                                last_seq: seq + sealed.len() as u64,
-                                hash: last_hash,
-                            };
-                            (seq, hash) = (receipt.last_seq, receipt.hash);
-                            rows.extend(sealed);
-                            answers.push(Answer::Appended(reply, receipt));
-                        }
-                        Ok(_) => answers.push(Answer::Refused(
-                            reply,
-                            AuditError::Encode("no events to record".into()),
-                        )),
-                        Err(error) => answers.push(Answer::Refused(reply, error)),
+                Job::Append { events, now, reply } => match seal_all(&events, now, seq, &hash) {
+                    Ok((sealed, last_hash)) if !sealed.is_empty() => {
+                        let receipt = AuditReceipt {
+                            first_seq: seq + 1,
+                            last_seq: seq + sealed.len() as u64,
+                            hash: last_hash,
+                        };
+                        (seq, hash) = (receipt.last_seq, receipt.hash);
+                        rows.extend(sealed);
+                        answers.push(Answer::Appended(reply, receipt));
                     }
-                }
+                    Ok(_) => answers.push(Answer::Refused(
+                        reply,
+                        AuditError::Encode("no events to record".into()),
+                    )),
+                    Err(error) => answers.push(Answer::Refused(reply, error)),
+                },
                 Job::Checkpoint { now, reply } => {
                     checkpoint_time = Some(now);
                     answers.push(Answer::Checkpoint(reply));
@@ -291,7 +295,8 @@ impl Writer {
 
     fn answer(&self, answers: Vec<Answer>, failure: Option<&AuditError>) {
         // Every waiter of a failed group gets its own copy of the reason.
-        let failed = || AuditError::CommitFailed(failure.map(ToString::to_string).unwrap_or_default());
+        let failed =
+            || AuditError::CommitFailed(failure.map(ToString::to_string).unwrap_or_default());
         for answer in answers {
             match answer {
                 Answer::Refused(reply, error) => {

@@ -130,7 +130,9 @@ impl AuditStore for SqliteStore {
         ];
         for (column, value) in text_filters {
             if let Some(value) = value {
-                query.push(format!(" AND {column} = ")).push_bind(value.clone());
+                query
+                    .push(format!(" AND {column} = "))
+                    .push_bind(value.clone());
             }
         }
         if let Some(serial) = filter.serial {

@@ -3,6 +3,7 @@
 // A failed expectation in a test is a panic with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit;
 mod flood_suite;
 mod foundation;
 mod oidc_provider;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use jit_proto::audit::{
-    self, AuditPublicKey, AuditQuery, AuditRecord, Checkpoint, Completeness, ExportLine, MAX_PAGE,
+    self, AuditPublicKey, AuditQuery, AuditRecord, Completeness, ExportLine, Kept, MAX_PAGE,
 };
 use serde_json::Value;
 
@@ -133,8 +133,10 @@ pub async fn run(context: &Context, command: AuditCommand) -> Result<(), Command
         AuditCommand::Verify(args) => verify(&args),
         AuditCommand::List(args) => {
             let reader = Reader::connect(context).await?;
-            let records = reader.records(&args.filters.query(), Some(args.limit)).await?;
-            print_records(&records, args.json, |records| print_table(records));
+            let records = reader
+                .records(&args.filters.query(), Some(args.limit))
+                .await?;
+            print_records(&records, args.json, print_table);
             Ok(())
         }
         AuditCommand::Show(args) => {
@@ -306,7 +308,11 @@ fn ending(records: &[AuditRecord], now: DateTime<Utc>) -> Option<String> {
     let valid_before = records
         .iter()
         .filter(|record| record.event == "certificate_issued")
-        .filter_map(|record| text(&record.data, "valid_before")?.parse::<DateTime<Utc>>().ok())
+        .filter_map(|record| {
+            text(&record.data, "valid_before")?
+                .parse::<DateTime<Utc>>()
+                .ok()
+        })
         .max()?;
     let when = valid_before.format("%Y-%m-%d %H:%M:%S");
     Some(if valid_before <= now {
@@ -328,12 +334,20 @@ fn person(data: &Value, field: &str) -> Option<String> {
 }
 
 fn actor_name(data: &Value) -> Option<&str> {
-    ["requester", "holder", "reviewer", "reader", "revoked_by", "terminated_by", "enrolled_by"]
-        .iter()
-        .find_map(|field| {
-            let actor = data.get(*field)?;
-            text(actor, "email").or_else(|| text(actor, "sub"))
-        })
+    [
+        "requester",
+        "holder",
+        "reviewer",
+        "reader",
+        "revoked_by",
+        "terminated_by",
+        "enrolled_by",
+    ]
+    .iter()
+    .find_map(|field| {
+        let actor = data.get(*field)?;
+        text(actor, "email").or_else(|| text(actor, "sub"))
+    })
 }
 
 fn list(data: &Value, field: &str) -> String {
@@ -403,7 +417,11 @@ fn summary(record: &AuditRecord) -> String {
             person(data, "revoked_by").unwrap_or_else(|| "the CA".into()),
             field("reason")
         ),
-        "break_glass" => format!("break-glass: {:?} (ticket {})", field("reason"), field("ticket")),
+        "break_glass" => format!(
+            "break-glass: {:?} (ticket {})",
+            field("reason"),
+            field("ticket")
+        ),
         "session_started" | "session_ended" | "session_terminated" => format!(
             "{}@{} session {} serial {} {}",
             field("unix_user"),
@@ -419,10 +437,18 @@ fn summary(record: &AuditRecord) -> String {
             field("client_address")
         ),
         "host_enrolled" => format!("{} key {}", field("host"), field("host_key_fingerprint")),
-        "config_loaded" => format!("version {}, CA key {}", field("version"), field("ca_key_fingerprint")),
+        "config_loaded" => format!(
+            "version {}, CA key {}",
+            field("version"),
+            field("ca_key_fingerprint")
+        ),
         "audit_read" => format!(
             "{} {} {}",
-            if data["allowed"] == Value::Bool(true) { "read" } else { "refused" },
+            if data["allowed"] == Value::Bool(true) {
+                "read"
+            } else {
+                "refused"
+            },
             field("what"),
             field("query")
         ),
@@ -449,9 +475,11 @@ fn verify(args: &VerifyArgs) -> Result<(), CommandError> {
     };
     let key = AuditPublicKey::parse_openssh(key_text.trim())
         .map_err(|error| CommandError::BadArgument(format!("--key: {error}")))?;
-    let mut held: Vec<Checkpoint> = Vec::new();
+    let mut kept = Kept::default();
     for path in &args.checkpoint {
-        held.extend(audit::checkpoints_in(&read_input(path)?));
+        let earlier = Kept::read(&read_input(path)?, &key)?;
+        kept.checkpoints.extend(earlier.checkpoints);
+        kept.records.extend(earlier.records);
     }
     let completeness = if args.partial {
         Completeness::Partial
@@ -460,7 +488,7 @@ fn verify(args: &VerifyArgs) -> Result<(), CommandError> {
     };
 
     let export = read_input(&args.file)?;
-    let verified = audit::verify_export(&export, &held, &key, completeness)?;
+    let verified = audit::verify_export(&export, &kept, &key, completeness)?;
     print_line(&format!(
         "verified: {} records (last #{}), {} checkpoints, the newest covering {} records; key {}",
         verified.records,

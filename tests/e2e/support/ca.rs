@@ -100,6 +100,47 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     binary
 }
 
+/// Runs `jit-ca serve --config CONFIG`, collecting its stderr.
+fn spawn_ca(config_path: &Path) -> (Child, Arc<Mutex<String>>) {
+    let mut child = Command::new(workspace_binary("jit-ca"))
+        .args(["serve", "--config"])
+        .arg(config_path)
+        .env("JIT_CA_LOG", "info,jit_ca=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start jit-ca");
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (child, log)
+}
+
+/// Waits up to 20 s for `/healthz` to answer; false when the CA exited or never answered.
+fn wait_healthy(child: &mut Child, url: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        let healthy = reqwest::blocking::get(format!("{url}/healthz"))
+            .map(|response| response.status().is_success())
+            .unwrap_or(false);
+        if healthy {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()
@@ -170,43 +211,15 @@ max_body_bytes = 16384
             let config_path = dir.path().join("jit-ca.toml");
             std::fs::write(&config_path, config).unwrap();
 
-            let mut child = Command::new(workspace_binary("jit-ca"))
-                .args(["serve", "--config"])
-                .arg(&config_path)
-                .env("JIT_CA_LOG", "info,jit_ca=debug")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start jit-ca");
-            let log = Arc::new(Mutex::new(String::new()));
-            let stderr = child.stderr.take().expect("stderr");
-            let sink = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let mut log = sink.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-
+            let (mut child, log) = spawn_ca(&config_path);
             let url = format!("http://127.0.0.1:{port}");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                let healthy = reqwest::blocking::get(format!("{url}/healthz"))
-                    .map(|response| response.status().is_success())
-                    .unwrap_or(false);
-                if healthy {
-                    return Ca {
-                        child,
-                        dir,
-                        url,
-                        log,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if wait_healthy(&mut child, &url) {
+                return Ca {
+                    child,
+                    dir,
+                    url,
+                    log,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -232,6 +245,27 @@ max_body_bytes = 16384
     /// The SQLite database file.
     pub fn database(&self) -> PathBuf {
         self.dir.path().join("jit-ca.db")
+    }
+
+    /// Kills the CA with SIGKILL, as a crash would: nothing is flushed or closed.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the CA again on the same directory, configuration and port; returns whether it
+    /// became healthy. Its log then starts afresh.
+    pub fn restart(&mut self) -> bool {
+        self.kill();
+        let (child, log) = spawn_ca(&self.dir.path().join("jit-ca.toml"));
+        self.child = child;
+        self.log = log;
+        wait_healthy(&mut self.child, &self.url)
+    }
+
+    /// The configuration file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("jit-ca.toml")
     }
 
     /// Everything the CA logged so far.
