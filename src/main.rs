@@ -4,11 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use jit_ca::config::Config;
 use jit_ca::identity::Identity;
-use jit_ca::policy::{Policy, Refusal, RequestInput};
+use jit_ca::policy::{Action, Decision, Policy, Refusal, RequestInput, ReviewFacts};
 use jit_ca::server;
 use jit_ca::signer::CaKey;
 use tracing_subscriber::EnvFilter;
@@ -121,6 +121,9 @@ enum PolicyCommand {
         /// Ticket, for profiles that require one.
         #[arg(long)]
         ticket: Option<String>,
+        /// Also say whether someone in these groups (comma-separated) may approve the request.
+        #[arg(long, value_delimiter = ',')]
+        approver_groups: Vec<String>,
     },
 }
 
@@ -168,6 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     duration,
                     reason,
                     ticket,
+                    approver_groups,
                 },
         } => {
             let duration = duration
@@ -194,7 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 reason,
                 ticket,
             };
-            policy_explain(config, &identity, &input)
+            policy_explain(config, &identity, &input, &approver_groups)
         }
     }
 }
@@ -284,9 +288,11 @@ fn policy_explain(
     config_path: PathBuf,
     identity: &Identity,
     input: &RequestInput,
+    approver_groups: &[String],
 ) -> anyhow::Result<()> {
     let policy = load_policy(&config_path)?;
-    match policy.decide(identity, input, Utc::now()) {
+    let now = Utc::now();
+    match policy.decide(identity, input, now) {
         Ok(decision) => {
             let approval = if decision.auto_approved {
                 format!(
@@ -313,6 +319,9 @@ fn policy_explain(
                     decision.extensions.iter().map(String::as_str).collect();
                 println!("extensions: {}", extensions.join(", "));
             }
+            if !decision.auto_approved || decision.break_glass {
+                explain_approvers(&policy, &decision, input, approver_groups, now);
+            }
             Ok(())
         }
         Err(refusal) => {
@@ -326,6 +335,76 @@ fn policy_explain(
             }
             Ok(())
         }
+    }
+}
+
+/// Says how many approvals `decision` needs (for break-glass: the review afterwards), which
+/// `approve` rules can admit approvers, and, given `approver_groups`, whether someone in them
+/// may approve this very request. The requester never counts as an approver.
+fn explain_approvers(
+    policy: &Policy,
+    decision: &Decision,
+    input: &RequestInput,
+    approver_groups: &[String],
+    now: DateTime<Utc>,
+) {
+    let needed = if decision.break_glass {
+        "none before access; one approver acknowledges it afterwards".to_owned()
+    } else {
+        decision.required_approvals.to_string()
+    };
+    let permits: Vec<String> = policy
+        .rules
+        .permits_for(Action::Approve)
+        .into_iter()
+        .map(|(rule_id, principals)| format!("{rule_id} ({principals})"))
+        .collect();
+    let by = if permits.is_empty() {
+        "none: no rule lets anyone approve".to_owned()
+    } else {
+        permits.join(", ")
+    };
+    println!("approvals:  {needed}, by rules: {by}; never the requester");
+
+    let groups: Vec<String> = approver_groups
+        .iter()
+        .filter(|group| !group.is_empty())
+        .cloned()
+        .collect();
+    if groups.is_empty() {
+        return;
+    }
+    let approver = Identity {
+        issuer: "policy-explain".into(),
+        subject: "approver".into(),
+        email: Some("approver@policy-explain".into()),
+        groups: groups.clone(),
+        auth_methods: Vec::new(),
+        auth_time: None,
+    };
+    let target = decision.target.label();
+    let facts = ReviewFacts {
+        profile: &decision.profile,
+        target: &target,
+        unix_users: &decision.unix_users,
+        duration_secs: decision.duration.as_secs(),
+        reason: &input.reason,
+        ticket: input.ticket.as_deref().unwrap_or_default(),
+    };
+    let verdict = policy.may_review(&approver, &facts, now);
+    let groups = groups.join(",");
+    if verdict.allowed {
+        println!(
+            "approver:   groups {groups} may approve it (rules: {})",
+            verdict.rule_ids.join(", ")
+        );
+    } else if verdict.rule_ids.is_empty() {
+        println!("approver:   groups {groups} may not approve it: no rule permits it");
+    } else {
+        println!(
+            "approver:   groups {groups} may not approve it: forbidden by {}",
+            verdict.rule_ids.join(", ")
+        );
     }
 }
 

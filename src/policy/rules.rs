@@ -12,8 +12,9 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
-    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    ActionConstraint, Authorizer, Context, Decision, Effect, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, PolicyId, PolicySet, PrincipalConstraint, Request,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
 use super::profiles::Target;
@@ -210,6 +211,36 @@ impl Rules {
     /// Number of rules loaded.
     pub fn rule_count(&self) -> usize {
         self.rule_count
+    }
+
+    /// The `@id`s of the permit rules whose scope covers `action`, each with the principals its
+    /// scope names (`principal in Group::"approvers"`), sorted by id. Conditions are not
+    /// evaluated: a rule listed here may still not admit a given request.
+    pub fn permits_for(&self, action: Action) -> Vec<(String, String)> {
+        let names_action = |uid: &EntityUid| uid.id().unescaped() == action.name();
+        self.policies
+            .policies()
+            .filter(|policy| policy.effect() == Effect::Permit)
+            .filter(|policy| match policy.action_constraint() {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(uid) => names_action(&uid),
+                ActionConstraint::In(uids) => uids.iter().any(names_action),
+            })
+            .map(|policy| {
+                let principals = match policy.principal_constraint() {
+                    PrincipalConstraint::Any => "any principal".to_owned(),
+                    PrincipalConstraint::In(uid) => format!("principal in {uid}"),
+                    PrincipalConstraint::Eq(uid) => format!("principal == {uid}"),
+                    PrincipalConstraint::Is(type_name) => format!("principal is {type_name}"),
+                    PrincipalConstraint::IsIn(type_name, uid) => {
+                        format!("principal is {type_name} in {uid}")
+                    }
+                };
+                (policy.id().to_string(), principals)
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect()
     }
 
     /// The validated rules and their schema, for modules that build the entities and context
@@ -429,6 +460,29 @@ mod tests {
         assert!(!auto.allowed);
         assert!(!too_long.allowed);
         assert_eq!(too_long.rule_ids, vec!["no-long-root"]);
+    }
+
+    #[test]
+    fn lists_the_permits_an_action_can_use() {
+        let text = format!(
+            "{RULES}\n@id(\"approvers\") permit(principal in Group::\"approvers\", \
+             action == Action::\"approve\", resource);"
+        );
+        let rules = Rules::parse(&text, "policy.cedar").unwrap();
+
+        assert_eq!(
+            rules.permits_for(Action::Approve),
+            vec![(
+                "approvers".to_owned(),
+                "principal in Group::\"approvers\"".to_owned()
+            )]
+        );
+        let requesters: Vec<String> = rules
+            .permits_for(Action::Request)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(requesters, ["dba-request-root", "engineers-read-only"]);
     }
 
     #[test]
