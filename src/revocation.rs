@@ -27,6 +27,7 @@ use rand::Rng;
 use ssh_key::{Fingerprint, HashAlg, PublicKey};
 use tokio::sync::{watch, Mutex};
 
+use crate::audit;
 use crate::identity::Identity;
 use crate::krl::{encode, KrlBuilder, KrlError};
 use crate::policy::{Policy, RuleVerdict, Target};
@@ -74,6 +75,9 @@ pub enum RevocationError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The audit log could not record the revocation, so it was not made.
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
     /// The KRL could not be built (a bug if it happens: the store holds only valid entries).
     #[error("cannot build the KRL: {0}")]
     Krl(#[from] KrlError),
@@ -375,6 +379,16 @@ impl Revocations {
             actor: person(identity),
             created_at: now,
         };
+        // Recorded before it is stored, like everything the CA does.
+        let events = audit::record::revocations(
+            &record,
+            &changes,
+            &resolved.certificates,
+            audit::Actor::of(identity),
+        );
+        if !events.is_empty() {
+            self.service.auditor().record_all(events, now).await?;
+        }
         let version = self.store().record_revocation(&record, &changes).await?;
         self.version.send_if_modified(|known| {
             let newer = version > *known;

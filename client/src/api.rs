@@ -263,6 +263,46 @@ impl CaClient {
         self.send(url, call).await
     }
 
+    /// `POST /v1/revocations`: revokes a grant, a certificate, a person's grants or a key.
+    pub async fn revoke(
+        &self,
+        id_token: &Secret,
+        body: &jit_proto::revocation::CreateRevocation,
+    ) -> Result<jit_proto::revocation::RevocationView, ApiError> {
+        let url = self.server.endpoint("v1/revocations");
+        let call = self
+            .http
+            .post(url.clone())
+            .bearer_auth(id_token.expose())
+            .json(body);
+        self.send(url, call).await
+    }
+
+    /// `GET /v1/ca/keys`: the CA's trusted public keys, one `authorized_keys` line each.
+    pub async fn ca_keys(&self) -> Result<Vec<String>, ApiError> {
+        let url = self.server.endpoint("v1/ca/keys");
+        let response = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|error| transport_failure(&url, &error))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|error| transport_failure(&url, &error))?;
+        if !status.is_success() {
+            return Err(error_from_body(&url, status, None, body.as_bytes()));
+        }
+        Ok(body
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         url: Url,

@@ -60,6 +60,12 @@ enum Command {
     Extend(ExtendCli),
     /// Show a request and every step of its life (reviews, grant, extensions).
     Show(RequestIdCli),
+    /// End access early: a grant, a certificate (--serial), every grant of a person (--user)
+    /// or a public key (--key); removes your own copies from the agent and this machine.
+    Revoke(jit_client::commands::revoke::RevokeCli),
+    /// Trust the servers' host certificates: writes a known_hosts file `jit ssh` uses and
+    /// prints a Host block for ~/.ssh/config.
+    SshConfig(jit_client::commands::ssh_config::SshConfigCli),
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +298,12 @@ async fn run_async(context: &Context, command: Command) -> anyhow::Result<()> {
             status::run(context, &args).await
         }
         Command::Audit { command } => audit::run(context, command).await,
+        Command::Revoke(revoke_cli) => {
+            jit_client::commands::revoke::run(context, &revoke_cli).await
+        }
+        Command::SshConfig(ssh_config_cli) => {
+            jit_client::commands::ssh_config::run(context, &ssh_config_cli).await
+        }
         Command::Pending(pending_cli) => review::pending(context, pending_cli.json).await,
         Command::Approve(approve_cli) => {
             let args = review::ApproveArgs {

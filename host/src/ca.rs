@@ -6,8 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use jit_proto::revocation::{
-    HostConfig, HostEnrollRequest, HostRefreshRequest, SignedHostRequest,
-    HOST_SIGNATURE_NAMESPACE,
+    HostConfig, HostEnrollRequest, HostRefreshRequest, SignedHostRequest, HOST_SIGNATURE_NAMESPACE,
 };
 use jit_proto::ErrorBody;
 use rand::RngCore;
@@ -109,7 +108,10 @@ impl CaClient {
             call = call.header(IF_NONE_MATCH, format!("\"{version}\""));
         }
 
-        let response = call.send().await.map_err(|error| unreachable(&url, &error))?;
+        let response = call
+            .send()
+            .await
+            .map_err(|error| unreachable(&url, &error))?;
         let status = response.status();
         if status == StatusCode::NOT_MODIFIED {
             return Ok(KrlFetch::NotModified);
@@ -186,7 +188,11 @@ pub fn sign_refresh(
     let payload =
         serde_json::to_string(&statement).map_err(|error| CaError::Signing(error.to_string()))?;
     let signature = host_key
-        .sign(HOST_SIGNATURE_NAMESPACE, HashAlg::Sha512, payload.as_bytes())
+        .sign(
+            HOST_SIGNATURE_NAMESPACE,
+            HashAlg::Sha512,
+            payload.as_bytes(),
+        )
         .and_then(|signature| signature.to_pem(LineEnding::LF))
         .map_err(|error| CaError::Signing(error.to_string()))?;
     Ok(SignedHostRequest { payload, signature })
@@ -241,7 +247,11 @@ mod tests {
 
         let signature = ssh_key::SshSig::from_pem(&signed.signature).unwrap();
         key.public_key()
-            .verify(HOST_SIGNATURE_NAMESPACE, signed.payload.as_bytes(), &signature)
+            .verify(
+                HOST_SIGNATURE_NAMESPACE,
+                signed.payload.as_bytes(),
+                &signature,
+            )
             .unwrap();
         let statement: HostRefreshRequest = serde_json::from_str(&signed.payload).unwrap();
         assert_eq!(statement.name, "db-1");

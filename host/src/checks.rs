@@ -59,7 +59,8 @@ pub fn check_krl(bytes: &[u8], installed: Option<u64>) -> Result<KrlVerdict, Ref
     if bytes.is_empty() {
         return Err(Refusal::EmptyKrl);
     }
-    let krl = jit_ca::krl::parse(bytes).map_err(|error| Refusal::UnparsableKrl(error.to_string()))?;
+    let krl =
+        jit_ca::krl::parse(bytes).map_err(|error| Refusal::UnparsableKrl(error.to_string()))?;
 
     let offered = krl.version();
     match installed {
@@ -106,7 +107,9 @@ pub fn principals_files(
         let mut text = String::new();
         for principal in list {
             let usable = !principal.is_empty()
-                && principal.chars().all(|character| character.is_ascii_graphic());
+                && principal
+                    .chars()
+                    .all(|character| character.is_ascii_graphic());
             if !usable {
                 return Err(Refusal::BadPrincipal(shown(principal)));
             }
@@ -127,15 +130,19 @@ pub fn check_host_certificate(
     ca_keys: &[String],
     now: DateTime<Utc>,
 ) -> Result<(), Refusal> {
-    let certificate =
-        Certificate::from_openssh(text.trim()).map_err(|_| Refusal::BadHostCertificate("unparsable"))?;
+    let certificate = Certificate::from_openssh(text.trim())
+        .map_err(|_| Refusal::BadHostCertificate("unparsable"))?;
     if certificate.cert_type() != CertType::Host {
         return Err(Refusal::BadHostCertificate("not a host certificate"));
     }
     if certificate.public_key() != host_key.key_data() {
         return Err(Refusal::BadHostCertificate("it certifies another key"));
     }
-    if !certificate.valid_principals().iter().any(|principal| principal == name) {
+    if !certificate
+        .valid_principals()
+        .iter()
+        .any(|principal| principal == name)
+    {
         return Err(Refusal::BadHostCertificate("it does not name this host"));
     }
 
@@ -145,15 +152,21 @@ pub fn check_host_certificate(
         .map(|key| key.fingerprint(ssh_key::HashAlg::Sha256))
         .collect();
     let now = u64::try_from(now.timestamp()).unwrap_or(0);
-    certificate
-        .validate_at(now, &fingerprints)
-        .map_err(|_| Refusal::BadHostCertificate("not signed by a trusted CA key, or not valid now"))
+    certificate.validate_at(now, &fingerprints).map_err(|_| {
+        Refusal::BadHostCertificate("not signed by a trusted CA key, or not valid now")
+    })
 }
 
 fn shown(text: &str) -> String {
     text.chars()
         .take(64)
-        .map(|character| if character.is_control() { '?' } else { character })
+        .map(|character| {
+            if character.is_control() {
+                '?'
+            } else {
+                character
+            }
+        })
         .collect()
 }
 
@@ -176,7 +189,10 @@ mod tests {
     fn only_parsable_newer_krls_are_installed() {
         assert_eq!(check_krl(&krl(5), None), Ok(KrlVerdict::Install(5)));
         assert_eq!(check_krl(&krl(5), Some(4)), Ok(KrlVerdict::Install(5)));
-        assert_eq!(check_krl(&krl(5), Some(5)), Ok(KrlVerdict::AlreadyInstalled(5)));
+        assert_eq!(
+            check_krl(&krl(5), Some(5)),
+            Ok(KrlVerdict::AlreadyInstalled(5))
+        );
         assert_eq!(
             check_krl(&krl(5), Some(6)),
             Err(Refusal::OlderKrl {
@@ -191,7 +207,10 @@ mod tests {
         ));
         let mut truncated = krl(5);
         truncated.truncate(truncated.len() - 3);
-        assert!(matches!(check_krl(&truncated, None), Err(Refusal::UnparsableKrl(_))));
+        assert!(matches!(
+            check_krl(&truncated, None),
+            Err(Refusal::UnparsableKrl(_))
+        ));
     }
 
     #[test]
@@ -207,7 +226,7 @@ mod tests {
         let key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).unwrap();
         let line = key.public_key().to_openssh().unwrap();
 
-        assert_eq!(ca_keys_file(&[line.clone()]).unwrap(), format!("{line}\n"));
+        assert_eq!(ca_keys_file(std::slice::from_ref(&line)).unwrap(), format!("{line}\n"));
         assert_eq!(ca_keys_file(&[]), Err(Refusal::NoCaKeys));
         assert_eq!(
             ca_keys_file(&[line, "ssh-ed25519 junk".into()]),
@@ -222,7 +241,13 @@ mod tests {
         let two_words = BTreeMap::from([("root".to_owned(), vec!["a b".to_owned()])]);
 
         assert_eq!(principals_files(&good).unwrap()["root"], "root@db-1\n");
-        assert!(matches!(principals_files(&escaping), Err(Refusal::BadUnixUser(_))));
-        assert!(matches!(principals_files(&two_words), Err(Refusal::BadPrincipal(_))));
+        assert!(matches!(
+            principals_files(&escaping),
+            Err(Refusal::BadUnixUser(_))
+        ));
+        assert!(matches!(
+            principals_files(&two_words),
+            Err(Refusal::BadPrincipal(_))
+        ));
     }
 }

@@ -112,7 +112,10 @@ pub fn list_files(dir: &Path) -> Result<Vec<String>, FileError> {
     let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|source| FileError::new("list", dir, source))?;
-        let is_file = entry.file_type().map(|kind| kind.is_file()).unwrap_or(false);
+        let is_file = entry
+            .file_type()
+            .map(|kind| kind.is_file())
+            .unwrap_or(false);
         let name = entry.file_name().to_string_lossy().into_owned();
         if is_file && !name.starts_with('.') {
             names.push(name);

@@ -26,12 +26,14 @@
 //! as "nothing revoked"); while the CA is unreachable the last good copies stay in force.
 //!
 //! The modules go from the bottom up: [`files`] writes atomically, [`layout`] names the files,
-//! [`checks`] decides what may be installed, [`ca`] talks to the CA, [`sshd`] validates and
-//! reloads, and [`setup`], [`run`] and [`status`] are the three commands.
+//! [`checks`] decides what may be installed and [`install`] installs it, [`ca`] talks to the
+//! CA, [`sshd`] validates and reloads, and [`setup`], [`run`] and [`status`] are the three
+//! commands.
 
 pub mod ca;
 pub mod checks;
 pub mod files;
+pub mod install;
 pub mod layout;
 pub mod run;
 pub mod setup;

@@ -107,6 +107,7 @@ impl From<RevocationError> for ApiError {
             }
             RevocationError::BadTrustedKey { .. }
             | RevocationError::Store(_)
+            | RevocationError::Audit(_)
             | RevocationError::Krl(_) => ApiError::internal(&error),
         }
     }

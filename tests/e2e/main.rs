@@ -8,6 +8,7 @@ mod flood_suite;
 mod foundation;
 mod oidc_provider;
 mod request_suite;
+mod revocation;
 mod sshd_support;
 mod support;
 mod token_suite;

@@ -7,7 +7,9 @@ pub mod fetch;
 pub mod login;
 pub mod request;
 pub mod review;
+pub mod revoke;
 pub mod ssh;
+pub mod ssh_config;
 pub mod status;
 pub mod wait;
 

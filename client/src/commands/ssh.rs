@@ -132,8 +132,13 @@ pub fn run(context: &Context, args: &SshArgs) -> Result<(), CommandError> {
     )?;
     let split = split_ssh_args(&args.rest);
     let command_line = ssh_command_line(&selection, &destination.host, &split)?;
+    // With the managed known_hosts file, the host must show a certificate from the CA.
+    let host_trust = super::ssh_config::known_hosts_options(&state, &destination.host)?;
 
-    let failure = std::process::Command::new("ssh").args(command_line).exec();
+    let failure = std::process::Command::new("ssh")
+        .args(host_trust)
+        .args(command_line)
+        .exec();
     Err(SshError::Exec(failure).into())
 }
 
@@ -333,7 +338,7 @@ pub fn ssh_command_line(
 
 /// A path as an ssh configuration value: `%` is ssh's token character and must be doubled,
 /// and a path with spaces must be quoted.
-fn ssh_config_path(path: &Path) -> Result<String, SshError> {
+pub(crate) fn ssh_config_path(path: &Path) -> Result<String, SshError> {
     let text = path
         .to_str()
         .ok_or_else(|| SshError::UnusablePath(path.to_path_buf()))?;

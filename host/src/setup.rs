@@ -1,0 +1,167 @@
+//! `jit-host setup`: enrol this server and point sshd at the CA's files.
+//!
+//! The order is what keeps sshd working throughout: the KRL is fetched and checked first (an
+//! unreachable CA fails the setup before the one-time token is spent), then the token is traded
+//! for the host certificate and configuration, every file is written, and only then the
+//! drop-in that names them. `sshd -t` (and `sshd -T`) must accept the result before sshd is
+//! reloaded; when they do not, the previous drop-in is put back.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use jit_proto::revocation::{HostConfig, HostEnrollRequest};
+
+use crate::ca::{CaClient, CaError, KrlFetch};
+use crate::files::{self, PUBLIC_DIR, PUBLIC_FILE};
+use crate::install::{install_host_config, install_krl, load_or_create_host_key};
+use crate::layout::{write_json, AgentConfig, Layout, Reload, SyncState};
+use crate::sshd::{self, dropin_path, render_dropin};
+use crate::AgentError;
+
+/// Attempts at reaching the CA before setup gives up.
+const ATTEMPTS: u32 = 3;
+
+/// What `jit-host setup` was told.
+#[derive(Debug, Clone)]
+pub struct SetupArgs {
+    /// The CA's base URL.
+    pub server: String,
+    /// This host's inventory name.
+    pub name: String,
+    /// The one-time enrolment token.
+    pub token: String,
+    /// Where sshd includes drop-ins from.
+    pub sshd_config_dir: PathBuf,
+    /// The agent's state directory.
+    pub state_dir: PathBuf,
+    /// The sshd binary (for `sshd -t`).
+    pub sshd_binary: PathBuf,
+    /// sshd's main configuration (it must include `sshd_config_dir`).
+    pub sshd_config: PathBuf,
+    /// The host key; `<state_dir>/ssh_host_ed25519_key` when `None`.
+    pub host_key: Option<PathBuf>,
+    /// How to reload sshd.
+    pub reload: Reload,
+}
+
+/// What setup did, for the summary it prints.
+#[derive(Debug, Clone)]
+pub struct SetupReport {
+    /// The configuration the CA sent.
+    pub config: HostConfig,
+    /// The KRL version installed.
+    pub krl_version: u64,
+    /// The drop-in written.
+    pub dropin: PathBuf,
+    /// Whether a running sshd was reloaded.
+    pub reloaded: bool,
+}
+
+/// Runs the setup; `clock` gives the current time at each step that needs it.
+pub async fn setup(
+    args: &SetupArgs,
+    clock: fn() -> DateTime<Utc>,
+) -> Result<SetupReport, AgentError> {
+    let layout = Layout::new(&args.state_dir);
+    files::create_dir(layout.state_dir(), PUBLIC_DIR)?;
+    let host_key_path = args
+        .host_key
+        .clone()
+        .unwrap_or_else(|| layout.default_host_key());
+    let host_key = load_or_create_host_key(&host_key_path)?;
+    let ca = CaClient::new(&args.server)?;
+
+    // The KRL first: sshd must never be pointed at a missing or unusable one.
+    let krl = with_retries(|| ca.krl(None, Duration::ZERO)).await?;
+    let KrlFetch::Changed(krl_bytes) = krl else {
+        return Err(CaError::BadResponse {
+            url: format!("{}/v1/krl", ca.server()),
+            status: 304,
+        }
+        .into());
+    };
+    crate::checks::check_krl(&krl_bytes, None)?;
+
+    let request = HostEnrollRequest {
+        name: args.name.clone(),
+        token: args.token.trim().to_owned(),
+        host_public_key: host_key.public_key().to_openssh().map_err(|error| {
+            AgentError::HostKey {
+                path: host_key_path.display().to_string(),
+                message: error.to_string(),
+            }
+        })?,
+    };
+    let config = with_retries(|| ca.enroll(&request)).await?;
+
+    let krl_version = install_krl(&layout, &krl_bytes)?;
+    install_host_config(
+        &layout,
+        &config,
+        &host_key_path,
+        host_key.public_key(),
+        clock(),
+    )?;
+    let dropin = dropin_path(&args.sshd_config_dir);
+    let agent = AgentConfig {
+        server: ca.server().to_owned(),
+        name: config.name.clone(),
+        host_key: host_key_path.clone(),
+        sshd_binary: args.sshd_binary.clone(),
+        sshd_config: args.sshd_config.clone(),
+        dropin: dropin.clone(),
+        reload: args.reload.clone(),
+    };
+    write_json(&layout.agent_file(), &agent)?;
+    let now = clock().timestamp();
+    let sync = SyncState {
+        krl_version,
+        last_contact: now,
+        last_refresh: now,
+        last_error: None,
+    };
+    write_json(&layout.sync_file(), &sync)?;
+
+    // Only now does sshd get told about the files, and only if it accepts them.
+    let previous = files::read_optional(&dropin)?;
+    files::create_dir(&args.sshd_config_dir, PUBLIC_DIR)?;
+    let text = render_dropin(&layout, &host_key_path);
+    files::write_atomically(&dropin, text.as_bytes(), PUBLIC_FILE)?;
+    if let Err(refusal) = sshd::validate(&args.sshd_binary, &args.sshd_config, &layout).await {
+        match previous {
+            Some(previous) => files::write_atomically(&dropin, &previous, PUBLIC_FILE)?,
+            None => files::remove(&dropin)?,
+        }
+        return Err(refusal.into());
+    }
+    let reloaded = sshd::reload(&args.reload).await?;
+
+    Ok(SetupReport {
+        config,
+        krl_version,
+        dropin,
+        reloaded,
+    })
+}
+
+/// Calls the CA up to [`ATTEMPTS`] times while it is unreachable, waiting 1 s, then 2 s.
+/// Refusals are not retried.
+async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, CaError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CaError>>,
+{
+    let mut pause = Duration::from_secs(1);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(CaError::Unreachable { .. }) if attempt < ATTEMPTS => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
