@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+/// Caller-supplied text cut for one line of a message (shared with the other service modules).
+pub(crate) use jit_proto::clip_for_display as clip;
 use jit_proto::{
     AccessRequestView, CreateAccessRequest, GrantList, GrantView, IssuedCertificate, RequestStatus,
 };
@@ -529,19 +531,6 @@ pub(crate) fn to_delta(duration: Duration) -> TimeDelta {
 
 fn unix_seconds(time: DateTime<Utc>) -> u64 {
     u64::try_from(time.timestamp()).unwrap_or(0)
-}
-
-pub(crate) fn clip(text: &str) -> String {
-    text.chars()
-        .take(64)
-        .map(|character| {
-            if character.is_control() {
-                '?'
-            } else {
-                character
-            }
-        })
-        .collect()
 }
 
 fn certificate_view(certificate: &CertificateRecord) -> IssuedCertificate {

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use names::{
-    principal_for_group, principal_for_host, validate_group, validate_host, validate_unix_user,
-    NameError,
+    clip_for_display, principal_for_group, principal_for_host, validate_group, validate_host,
+    validate_unix_user, NameError,
 };
 
 /// Body of `POST /v1/requests`: an engineer asks for access to one host for one task.

@@ -113,6 +113,21 @@ pub fn validate_unix_user(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Caller-supplied text made fit for one line of an error message or log: at most 64
+/// characters, control characters replaced by `?`.
+pub fn clip_for_display(text: &str) -> String {
+    text.chars()
+        .take(64)
+        .map(|character| {
+            if character.is_control() {
+                '?'
+            } else {
+                character
+            }
+        })
+        .collect()
+}
+
 /// The principal that opens `unix_user` on the single host `host`: `root@db-1`.
 pub fn principal_for_host(unix_user: &str, host: &str) -> String {
     format!("{unix_user}@{host}")

@@ -17,6 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
+/// Caller-supplied text cut for one line of a log field (shared with the route modules).
+pub(crate) use jit_proto::clip_for_display as clip;
 use jit_proto::{ClientConfig, CreateAccessRequest, ErrorBody, RequestStatus};
 use tower::limit::ConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -24,8 +26,8 @@ use tower_http::trace::TraceLayer;
 
 mod approvals;
 mod audit;
-pub mod revocation;
 pub mod limits;
+pub mod revocation;
 
 use crate::config::HttpConfig;
 use crate::identity::{BearerToken, Identity, TokenError, TokenVerifier, UnverifiedClaims};
@@ -432,17 +434,4 @@ async fn list_grants(
     let identity = authenticate(&state, &headers, peer).await?;
     let grants = state.service.list_grants(&identity).await?;
     Ok(Json(grants))
-}
-
-pub(crate) fn clip(text: &str) -> String {
-    text.chars()
-        .take(64)
-        .map(|character| {
-            if character.is_control() {
-                '?'
-            } else {
-                character
-            }
-        })
-        .collect()
 }

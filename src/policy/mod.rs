@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
+use jit_proto::clip_for_display as clip;
 
 use crate::identity::Identity;
 pub use profiles::{Profile, Profiles, ProfilesError, Target};
@@ -417,19 +418,6 @@ fn check_text(profile: &Profile, reason: &str, ticket: Option<&str>) -> Result<(
         None if profile.require_ticket => Err(Refusal::TicketRequired(profile.name.clone())),
         None => Ok(()),
     }
-}
-
-fn clip(text: &str) -> String {
-    text.chars()
-        .take(64)
-        .map(|character| {
-            if character.is_control() {
-                '?'
-            } else {
-                character
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
