@@ -198,15 +198,22 @@ pub struct CertificateIssued {
     pub user_agent: Option<String>,
 }
 
-/// A certificate or grant was revoked.
+/// A certificate, grant or key was revoked: one record per grant, certificate or key put on
+/// the KRL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {
+    /// `v-…`: the revocation this is part of.
+    pub revocation_id: String,
+    /// What the caller named: `grant`, `serial`, `user` or `key`.
+    pub kind: String,
     /// The certificate, when one was named.
     pub serial: Option<u64>,
     /// The grant, when one was named.
     pub grant_id: Option<String>,
     /// Key ID of the certificate.
     pub key_id: Option<String>,
+    /// `SHA256:…` of a public key revoked outright.
+    pub public_key_fingerprint: Option<String>,
     /// Who revoked (`null` when the CA did, for example on a policy change).
     pub revoked_by: Option<Actor>,
     /// Why.

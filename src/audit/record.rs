@@ -11,6 +11,7 @@ use super::{
 use crate::identity::{Identity, TokenError, UnverifiedClaims};
 use crate::policy::{Decision, Refusal, RequestInput};
 use crate::service::{ClientInfo, Service, ServiceError};
+use crate::store::revocation::{RevocationChanges, RevocationRecord};
 use crate::store::{CertificateRecord, GrantRecord, Person, RequestRecord};
 
 impl Actor {
@@ -148,6 +149,43 @@ pub fn certificate_issued(
         client_address: certificate.client_address.clone(),
         user_agent: certificate.user_agent.clone(),
     })
+}
+
+/// `revocation` records for what one revocation puts on the KRL: each grant it ends, each
+/// single certificate (with its grant, found among `certificates`), and a key revoked outright.
+pub fn revocations(
+    record: &RevocationRecord,
+    changes: &RevocationChanges,
+    certificates: &[CertificateRecord],
+    revoked_by: Actor,
+) -> Vec<AuditEvent> {
+    let event = |grant_id: Option<String>, serial: Option<u64>, key: Option<String>| {
+        let certificate =
+            serial.and_then(|serial| certificates.iter().find(|known| known.serial == serial));
+        AuditEvent::Revocation(super::Revocation {
+            revocation_id: record.id.clone(),
+            kind: record.kind.as_str().to_owned(),
+            serial,
+            grant_id: grant_id.or_else(|| certificate.map(|known| known.grant_id.clone())),
+            key_id: certificate.map(|known| known.key_id.clone()),
+            public_key_fingerprint: key,
+            revoked_by: Some(revoked_by.clone()),
+            reason: record.reason.clone(),
+        })
+    };
+    let grants = changes
+        .grant_ids
+        .iter()
+        .map(|grant_id| event(Some(grant_id.clone()), None, None));
+    let serials = changes
+        .serials
+        .iter()
+        .map(|serial| event(None, Some(*serial), None));
+    let key = changes
+        .key
+        .iter()
+        .map(|key| event(None, None, Some(key.fingerprint.clone())));
+    grants.chain(serials).chain(key).collect()
 }
 
 impl Service {

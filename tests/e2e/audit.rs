@@ -407,6 +407,36 @@ fn reading_the_log_is_policy_and_shows_a_grant_story() {
         .starts_with("SHA256:"));
     assert_eq!(data["client_address"], "127.0.0.1");
 
+    // The story of a grant that was revoked, found by its serial as sshd would log it.
+    let revoked = world.issue("revoked", None);
+    let revoked_serial = revoked["grant"]["certificate"]["serial"].as_u64().unwrap();
+    let revoked_grant = revoked["grant"]["grant_id"].as_str().unwrap();
+    let body = serde_json::json!({ "grant_id": revoked_grant, "reason": "laptop stolen" });
+    let answer = send(
+        http()
+            .post(format!("{}/v1/revocations", world.ca.url()))
+            .header("content-type", "application/json")
+            .body(body.to_string()),
+        Some(&world.alice_token),
+    );
+    assert!(answer.status < 300, "{answer:?}");
+    let shown = world
+        .dave
+        .run(&["audit", "show", &revoked_serial.to_string()]);
+    let story = stdout(&shown);
+    let revocation = story
+        .find("revocation")
+        .unwrap_or_else(|| panic!("{story}"));
+    assert!(
+        story.find("certificate_issued").unwrap() < revocation,
+        "{story}"
+    );
+    assert!(
+        story.contains("by alice@example.com: laptop stolen"),
+        "{story}"
+    );
+    assert!(story.contains("ended: revoked at"), "{story}");
+
     // The published key is the one the file holds.
     let published = reqwest::blocking::get(format!("{}/v1/audit/key", world.ca.url()))
         .unwrap()
