@@ -115,6 +115,8 @@ impl Service {
                     message: "this break-glass activation was already acknowledged".into(),
                 });
             }
+            self.audit_review(&request, reviewer, "acknowledge", comment, 0, now)
+                .await?;
             let acknowledged = self.load_request(request_id).await?;
             return self.view_of(&acknowledged, now).await;
         }
@@ -131,8 +133,13 @@ impl Service {
             .record_review(&review, request.required_approvals)
             .await?;
         match result {
-            ReviewResult::Counted(_) => {}
-            ReviewResult::Approved(_) => {
+            ReviewResult::Counted(approvers) => {
+                self.audit_review(&request, reviewer, "approve", comment, approvers.len(), now)
+                    .await?;
+            }
+            ReviewResult::Approved(approvers) => {
+                self.audit_review(&request, reviewer, "approve", comment, approvers.len(), now)
+                    .await?;
                 self.complete_approval(&request, now).await?;
             }
             ReviewResult::AlreadyReviewed => {
@@ -182,7 +189,10 @@ impl Service {
             .record_review(&review, request.required_approvals)
             .await?
         {
-            ReviewResult::Denied => {}
+            ReviewResult::Denied => {
+                self.audit_review(&request, reviewer, "deny", reason, 0, now)
+                    .await?;
+            }
             ReviewResult::AlreadyReviewed => {
                 return Err(ServiceError::Conflict {
                     code: "already_reviewed",
@@ -257,6 +267,8 @@ impl Service {
             let certificate = self
                 .sign_for_grant(&extended, &shape, subject_key, &client, now)
                 .await?;
+            self.audit_issuance(&extended, &certificate, false, now)
+                .await?;
             let extension = Extension {
                 request: request.clone(),
                 grant_id: grant_id.clone(),
@@ -284,6 +296,8 @@ impl Service {
                 .sign_for_grant(&grant, &shape, subject_key, &client, now)
                 .await?;
             let serial = certificate.serial;
+            // Recorded before it is stored: a certificate anyone can fetch has its record.
+            self.audit_issuance(&grant, &certificate, true, now).await?;
             if self.store.record_grant(&grant, &certificate).await? {
                 tracing::info!(
                     target: "security",
@@ -406,6 +420,8 @@ impl Service {
         };
 
         if !decision.auto_approved {
+            self.audit_request(requester, &request, &decision, None, now)
+                .await?;
             self.store.insert_request(&request).await?;
             self.notify_pending(&request);
             return self.view_of(&request, now).await;
@@ -433,6 +449,9 @@ impl Service {
             ends_at = %new_end.to_rfc3339(),
             "grant extended"
         );
+        let issued = Some((&extended, &certificate));
+        self.audit_request(requester, &request, &decision, issued, now)
+            .await?;
         let extension = Extension {
             request: request.clone(),
             grant_id: grant.grant.id.clone(),

@@ -215,6 +215,47 @@ impl Service {
         Ok(self.audit.record(event, now).await?)
     }
 
+    /// Records a certificate signed for a grant that an approval opened (`activated`) or
+    /// extended, before it is stored.
+    pub(crate) async fn audit_issuance(
+        &self,
+        grant: &GrantRecord,
+        certificate: &CertificateRecord,
+        activated: bool,
+        now: DateTime<Utc>,
+    ) -> Result<AuditReceipt, ServiceError> {
+        let holder = Actor::from_person(&grant.holder);
+        let mut events = Vec::with_capacity(2);
+        if activated {
+            events.push(grant_activated(grant, holder.clone()));
+        }
+        events.push(certificate_issued(certificate, grant, holder));
+        Ok(self.audit.record_all(events, now).await?)
+    }
+
+    /// Records a review (`approve`, `deny` or `acknowledge`) of `request` and how many
+    /// approvals it has now.
+    pub(crate) async fn audit_review(
+        &self,
+        request: &RequestRecord,
+        reviewer: &Identity,
+        verdict: &str,
+        comment: &str,
+        approvals: usize,
+        now: DateTime<Utc>,
+    ) -> Result<AuditReceipt, ServiceError> {
+        let event = AuditEvent::Review(super::Review {
+            request_id: request.id.clone(),
+            grant_id: None,
+            reviewer: Actor::of(reviewer),
+            verdict: verdict.to_owned(),
+            comment: Some(comment.to_owned()).filter(|comment| !comment.is_empty()),
+            approvals: u32::try_from(approvals).unwrap_or(u32::MAX),
+            required_approvals: request.required_approvals,
+        });
+        Ok(self.audit.record(event, now).await?)
+    }
+
     /// Records a new request and its decision and, when it was granted at once, the grant and
     /// its certificate: one commit, before anything of it is stored or returned.
     pub(crate) async fn audit_request(
