@@ -3,6 +3,7 @@
 // A failed expectation in a test is a panic with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod approvals;
 mod audit;
 mod flood_suite;
 mod foundation;
