@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, ExitStatus, Stdio};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{mpsc, Arc, Barrier};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -161,32 +163,51 @@ impl World {
     }
 }
 
-/// Runs `jit ARGS --json`, expects success and returns the JSON it printed.
-fn jit_json(client: &Client, args: &[&str]) -> Value {
-    let mut full = args.to_vec();
-    full.push("--json");
-    let output = client.run(&full);
-    assert!(
-        output.status.success(),
-        "jit {args:?} failed: {}",
-        stderr(&output)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!(
-            "jit {args:?} printed no JSON ({error}): {}",
-            stdout(&output)
-        )
-    })
+/// Splits a command line into words at spaces; `'…'` keeps spaces inside one word.
+fn words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    for (index, part) in line.split('\'').enumerate() {
+        if index % 2 == 1 {
+            words.push(part.to_owned());
+        } else {
+            words.extend(part.split_whitespace().map(str::to_owned));
+        }
+    }
+    words
 }
 
-/// Runs `jit ARGS`, expects failure with one `jit: …` line on stderr naming `expected`, and
-/// returns that line.
-fn jit_fails(client: &Client, args: &[&str], expected: &str) -> String {
-    let output = client.run(args);
+/// `jit LINE` with the client's environment, not yet run.
+fn command(client: &Client, line: &str) -> Command {
+    let words = words(line);
+    let args: Vec<&str> = words.iter().map(String::as_str).collect();
+    client.command(&args)
+}
+
+/// Runs `jit LINE` to completion (bounded to 60 s).
+fn run(client: &Client, line: &str) -> Output {
+    run_bounded(command(client, line), None, RUN_LIMIT)
+}
+
+/// Runs `jit LINE --json`, expects success and returns the JSON it printed.
+fn jit_json(client: &Client, line: &str) -> Value {
+    let output = run(client, &format!("{line} --json"));
+    assert!(
+        output.status.success(),
+        "jit {line} failed: {}",
+        stderr(&output)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("jit {line} printed no JSON ({error}): {}", stdout(&output)))
+}
+
+/// Runs `jit LINE`, expects failure with one `jit: …` line on stderr naming `expected`, and
+/// returns the whole stderr.
+fn jit_fails(client: &Client, line: &str, expected: &str) -> String {
+    let output = run(client, line);
     let error = stderr(&output);
     assert!(
         !output.status.success(),
-        "jit {args:?} succeeded: {}",
+        "jit {line} succeeded: {}",
         stdout(&output)
     );
     assert_one_error_line(&error, expected);
@@ -219,7 +240,7 @@ fn instant(value: &Value, field: &str) -> DateTime<Utc> {
 
 /// The request ids on a reviewer's `jit pending --json` list.
 fn pending_ids(client: &Client) -> Vec<String> {
-    let listing = jit_json(client, &["pending"]);
+    let listing = jit_json(client, "pending");
     listing["requests"]
         .as_array()
         .expect("a requests array")
@@ -230,7 +251,7 @@ fn pending_ids(client: &Client) -> Vec<String> {
 
 /// The kinds and actors of a request's history, oldest first.
 fn history(client: &Client, request_id: &str) -> Vec<(String, String)> {
-    let shown = jit_json(client, &["show", request_id]);
+    let shown = jit_json(client, &format!("show {request_id}"));
     shown["events"]
         .as_array()
         .expect("an events array")
@@ -253,9 +274,8 @@ struct Background {
 }
 
 impl Background {
-    fn start(client: &Client, args: &[&str]) -> Background {
-        let mut child = client
-            .command(args)
+    fn start(client: &Client, line: &str) -> Background {
+        let mut child = command(client, line)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -316,7 +336,7 @@ impl Background {
 
     /// Sends SIGINT, as Ctrl-C in a terminal would.
     fn interrupt(&self) {
-        let status = std::process::Command::new("kill")
+        let status = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status()
             .expect("run kill");
@@ -366,39 +386,31 @@ fn two_distinct_approvers_are_needed_and_the_grant_starts_at_the_last_approval()
     // Bob asks and waits; the status line shows the state and the approvals so far.
     let mut waiting = Background::start(
         &bob,
-        &[
-            "request",
-            "db-root",
-            "--host",
-            "db-1",
-            "--reason",
-            "rotate WAL",
-            "--for",
-            "20m",
-            "--wait",
-            "--json",
-        ],
+        "request db-root --host db-1 --reason 'rotate WAL' --for 20m --wait --json",
     );
     let request_id = request_id_in(&waiting.wait_for_line("pending, 0 of 2 approvals"));
 
     // Bob is in `approvers`, yet never counts for his own request; mallory is in no group.
     jit_fails(
         &bob,
-        &["approve", &request_id],
+        &format!("approve {request_id}"),
         "cannot review your own request",
     );
-    jit_fails(&mallory, &["approve", &request_id], "may not review");
+    jit_fails(&mallory, &format!("approve {request_id}"), "may not review");
     assert!(pending_ids(&mallory).is_empty());
 
     // One approval counts once, however often it is given.
-    let first = jit_json(&carol, &["approve", &request_id, "--comment", "looks fine"]);
+    let first = jit_json(
+        &carol,
+        &format!("approve {request_id} --comment 'looks fine'"),
+    );
     assert_eq!(first["status"], "pending");
     assert_eq!(first["approvals"], json!(["carol@example.com"]));
-    jit_fails(&carol, &["approve", &request_id], "already reviewed");
+    jit_fails(&carol, &format!("approve {request_id}"), "already reviewed");
     waiting.wait_for_line("1 of 2 approvals (carol@example.com)");
 
     // The second approver sees what they decide on.
-    let listing = jit_json(&dave_client, &["pending"]);
+    let listing = jit_json(&dave_client, "pending");
     let listed = &listing["requests"][0];
     assert_eq!(listed["request_id"], request_id.as_str());
     assert_eq!(listed["requester"], "bob@example.com");
@@ -412,7 +424,7 @@ fn two_distinct_approvers_are_needed_and_the_grant_starts_at_the_last_approval()
     // A gap, so that "starts at the approval" and "starts at the request" differ.
     thread::sleep(Duration::from_millis(1200));
     let approved_from = Utc::now().trunc_subsecs(0);
-    let last = jit_json(&dave_client, &["approve", &request_id]);
+    let last = jit_json(&dave_client, &format!("approve {request_id}"));
     assert_eq!(last["status"], "approved");
     assert_eq!(world.ca.count("grants"), 1);
 
@@ -436,7 +448,7 @@ fn two_distinct_approvers_are_needed_and_the_grant_starts_at_the_last_approval()
         valid_before - valid_after,
         TimeDelta::minutes(20) + BACKDATE
     );
-    let listing = inspect_certificate(std::path::Path::new(text(&granted, "cert_path")));
+    let listing = inspect_certificate(Path::new(text(&granted, "cert_path")));
     assert_eq!(
         listing.valid_from.expect("valid_from").local_time,
         valid_after.naive_utc()
@@ -453,7 +465,7 @@ fn two_distinct_approvers_are_needed_and_the_grant_starts_at_the_last_approval()
     );
     assert_eq!(steps[1].1, "carol@example.com");
     assert_eq!(steps[2].1, "dave@example.com");
-    let shown = bob.run(&["show", &request_id]);
+    let shown = run(&bob, &format!("show {request_id}"));
     assert!(stdout(&shown).contains("looks fine"), "{}", stdout(&shown));
 }
 
@@ -463,14 +475,7 @@ fn concurrent_approvals_of_one_request_make_exactly_one_grant() {
     let bob = world.client(&TestUser::bob());
     let pending = jit_json(
         &bob,
-        &[
-            "request",
-            "db-root",
-            "--host",
-            "db-1",
-            "--reason",
-            "failover drill",
-        ],
+        "request db-root --host db-1 --reason 'failover drill'",
     );
     let request_id = text(&pending, "request_id").to_owned();
 
@@ -517,7 +522,7 @@ fn concurrent_approvals_of_one_request_make_exactly_one_grant() {
     assert_eq!((approvals, grants), (2, 1), "{steps:?}");
 
     // And bob gets that one grant.
-    let fetched = jit_json(&bob, &["fetch", &request_id]);
+    let fetched = jit_json(&bob, &format!("fetch {request_id}"));
     assert_eq!(fetched["status"], "approved");
 }
 
@@ -532,26 +537,18 @@ fn a_denial_wins_and_closed_requests_cannot_be_reviewed() {
     // One approval, then one denial: the denial ends it, and bob's wait fails with the reason.
     let mut waiting = Background::start(
         &bob,
-        &[
-            "request",
-            "db-root",
-            "--host",
-            "db-1",
-            "--reason",
-            "drop a table",
-            "--wait",
-        ],
+        "request db-root --host db-1 --reason 'drop a table' --wait",
     );
     let request_id = request_id_in(&waiting.wait_for_line("0 of 2 approvals"));
-    jit_json(&carol, &["approve", &request_id]);
+    jit_json(&carol, &format!("approve {request_id}"));
     jit_fails(
         &dave_client,
-        &["deny", &request_id, "--reason", " "],
+        &format!("deny {request_id} --reason ' '"),
         "--reason",
     );
     let denied = jit_json(
         &dave_client,
-        &["deny", &request_id, "--reason", "no change ticket"],
+        &format!("deny {request_id} --reason 'no change ticket'"),
     );
     assert_eq!(denied["status"], "denied");
     let (status, _, waited_stderr) = waiting.finish();
@@ -559,50 +556,40 @@ fn a_denial_wins_and_closed_requests_cannot_be_reviewed() {
     assert_one_error_line(&waited_stderr, &format!("request {request_id} is denied"));
     jit_fails(
         &frank_client,
-        &["approve", &request_id],
+        &format!("approve {request_id}"),
         "denied, not pending",
     );
     jit_fails(
         &carol,
-        &["deny", &request_id, "--reason", "x"],
+        &format!("deny {request_id} --reason x"),
         "not pending",
     );
-    jit_fails(&bob, &["fetch", &request_id], "is denied");
+    jit_fails(&bob, &format!("fetch {request_id}"), "is denied");
     assert_eq!(world.ca.count("grants"), 0);
 
     // A request that waited past its TTL is expired for everyone.
     let lapsing = jit_json(
         &bob,
-        &[
-            "request",
-            "quick-expiry",
-            "--host",
-            "db-1",
-            "--reason",
-            "quick look",
-        ],
+        "request quick-expiry --host db-1 --reason 'quick look'",
     );
     let lapsing_id = text(&lapsing, "request_id").to_owned();
     thread::sleep(Duration::from_millis(2500));
-    jit_fails(&carol, &["approve", &lapsing_id], "expired, not pending");
+    jit_fails(
+        &carol,
+        &format!("approve {lapsing_id}"),
+        "expired, not pending",
+    );
     assert!(!pending_ids(&carol).contains(&lapsing_id));
-    jit_fails(&bob, &["fetch", &lapsing_id], "is expired");
+    jit_fails(&bob, &format!("fetch {lapsing_id}"), "is expired");
 
     // The requester, and only the requester, may cancel; a cancelled request is closed.
     let withdrawn = jit_json(
         &bob,
-        &[
-            "request",
-            "db-root",
-            "--host",
-            "db-1",
-            "--reason",
-            "changed my mind",
-        ],
+        "request db-root --host db-1 --reason 'changed my mind'",
     );
     let withdrawn_id = text(&withdrawn, "request_id").to_owned();
-    jit_fails(&carol, &["cancel", &withdrawn_id], "no request");
-    let cancelled = jit_json(&bob, &["cancel", &withdrawn_id]);
+    jit_fails(&carol, &format!("cancel {withdrawn_id}"), "no request");
+    let cancelled = jit_json(&bob, &format!("cancel {withdrawn_id}"));
     assert_eq!(cancelled["status"], "cancelled");
     assert!(!bob
         .state_dir()
@@ -611,10 +598,10 @@ fn a_denial_wins_and_closed_requests_cannot_be_reviewed() {
         .exists());
     jit_fails(
         &carol,
-        &["approve", &withdrawn_id],
+        &format!("approve {withdrawn_id}"),
         "cancelled, not pending",
     );
-    jit_fails(&bob, &["cancel", &withdrawn_id], "not pending");
+    jit_fails(&bob, &format!("cancel {withdrawn_id}"), "not pending");
     assert_eq!(world.ca.count("grants"), 0);
 
     // The history keeps every step, also of closed requests.
@@ -637,19 +624,7 @@ fn ctrl_c_keeps_the_request_and_extensions_reissue_the_certificate() {
     let asked_from = Utc::now().trunc_subsecs(0);
     let mut waiting = Background::start(
         &bob,
-        &[
-            "request",
-            "db-read",
-            "--host",
-            "db-1",
-            "--reason",
-            "maintenance window",
-            "--for",
-            "30m",
-            "--at",
-            "+2m",
-            "--wait",
-        ],
+        "request db-read --host db-1 --reason 'maintenance window' --for 30m --at +2m --wait",
     );
     let request_id = request_id_in(&waiting.wait_for_line("0 of 1 approvals"));
     waiting.interrupt();
@@ -658,34 +633,25 @@ fn ctrl_c_keeps_the_request_and_extensions_reissue_the_certificate() {
     assert_one_error_line(&interrupted, &format!("jit wait {request_id}"));
     assert_eq!(pending_ids(&carol), [request_id.clone()]);
 
-    jit_json(&carol, &["approve", &request_id]);
-    let granted = jit_json(&bob, &["wait", &request_id]);
+    jit_json(&carol, &format!("approve {request_id}"));
+    let granted = jit_json(&bob, &format!("wait {request_id}"));
     let starts_at = instant(&granted, "starts_at");
     assert!(starts_at >= asked_from + TimeDelta::minutes(2), "{granted}");
     assert!(starts_at <= Utc::now() + TimeDelta::minutes(2), "{granted}");
     assert_eq!(instant(&granted, "valid_after"), starts_at - BACKDATE);
     let grant_id = text(&granted, "grant_id").to_owned();
-    let cert_path = std::path::PathBuf::from(text(&granted, "cert_path"));
+    let cert_path = PathBuf::from(text(&granted, "cert_path"));
     let before = inspect_certificate(&cert_path);
 
     // An extension of a profile with approvers waits for one, then replaces the certificate
     // of the same key with one that ends later.
     let mut extending = Background::start(
         &bob,
-        &[
-            "extend",
-            &grant_id,
-            "--for",
-            "10m",
-            "--reason",
-            "window overran",
-            "--wait",
-            "--json",
-        ],
+        &format!("extend {grant_id} --for 10m --reason 'window overran' --wait --json"),
     );
     let extension_id = request_id_in(&extending.wait_for_line("0 of 1 approvals"));
     assert_ne!(extension_id, request_id);
-    jit_json(&carol, &["approve", &extension_id]);
+    jit_json(&carol, &format!("approve {extension_id}"));
     let (status, printed, extend_stderr) = extending.finish();
     assert!(status.success(), "jit extend failed:\n{extend_stderr}");
     let extended: Value = serde_json::from_str(&printed).expect("JSON from jit extend");
@@ -710,21 +676,12 @@ fn ctrl_c_keeps_the_request_and_extensions_reissue_the_certificate() {
     // An auto-approved profile extends at once.
     let routine = jit_json(
         &bob,
-        &[
-            "request", "routine", "--host", "web-1", "--reason", "deploy", "--for", "10m",
-        ],
+        "request routine --host web-1 --reason deploy --for 10m",
     );
     let routine_grant = text(&routine, "grant_id").to_owned();
     let extended_now = jit_json(
         &bob,
-        &[
-            "extend",
-            &routine_grant,
-            "--for",
-            "5m",
-            "--reason",
-            "slow deploy",
-        ],
+        &format!("extend {routine_grant} --for 5m --reason 'slow deploy'"),
     );
     assert_eq!(
         instant(&extended_now, "valid_before") - instant(&routine, "valid_before"),
@@ -739,7 +696,7 @@ fn ctrl_c_keeps_the_request_and_extensions_reissue_the_certificate() {
 
 /// What `ssh-add -L` prints: every identity's public key or certificate line.
 fn ssh_add_listing(agent: &SshAgent) -> String {
-    let output = std::process::Command::new("ssh-add")
+    let output = Command::new("ssh-add")
         .arg("-L")
         .env("SSH_AUTH_SOCK", agent.socket())
         .output()
@@ -753,19 +710,11 @@ fn step_up_is_demanded_then_satisfied() {
     let bob = Client::new(world.ca.url());
     // An ordinary device login: a password, no second factor.
     device_login(&world.provider, &bob, &TestUser::bob());
-    let ask = [
-        "request",
-        "mfa-shell",
-        "--host",
-        "web-1",
-        "--reason",
-        "read logs",
-        "--json",
-    ];
+    let ask = "request mfa-shell --host web-1 --reason 'read logs'";
 
     // The CA asks for a second factor; a new login without one does not satisfy the client,
     // which asked the provider for the MFA class.
-    let mut first = Background::start(&bob, &ask);
+    let mut first = Background::start(&bob, &format!("{ask} --json"));
     first.wait_for_line("The CA asks for a new login");
     let url = first.wait_for_login_url();
     world
@@ -781,7 +730,7 @@ fn step_up_is_demanded_then_satisfied() {
     assert_eq!(world.ca.count("grants"), 0);
 
     // Asked again, the user logs in with the second factor, and the request goes through.
-    let mut second = Background::start(&bob, &ask);
+    let mut second = Background::start(&bob, &format!("{ask} --json"));
     let url = second.wait_for_login_url();
     world
         .provider
@@ -793,7 +742,7 @@ fn step_up_is_demanded_then_satisfied() {
     assert_eq!(world.ca.count("grants"), 1);
 
     // The stronger login is cached, so the next request needs no new one.
-    let again = jit_json(&bob, &ask[..ask.len() - 1]);
+    let again = jit_json(&bob, ask);
     assert_eq!(again["status"], "approved");
 }
 
@@ -867,8 +816,7 @@ fn expected_signature(secret: &str, timestamp: &str, body: &str) -> String {
 
 /// A `[notifications]` table sending to `url`, signed with a secret kept in a 0600 file in
 /// `dir`.
-fn notifications(dir: &std::path::Path, url: &str, secret: &str, timeout_secs: u64) -> String {
-    use std::os::unix::fs::OpenOptionsExt;
+fn notifications(dir: &Path, url: &str, secret: &str, timeout_secs: u64) -> String {
     let path = dir.join("webhook-secret");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -897,30 +845,12 @@ fn break_glass_issues_at_once_alerts_with_a_signature_and_waits_for_review() {
     // maximum, with nobody's approval.
     jit_fails(
         &erin,
-        &[
-            "request",
-            "emergency",
-            "--host",
-            "db-1",
-            "--reason",
-            "primary down",
-        ],
+        "request emergency --host db-1 --reason 'primary down'",
         "requires a ticket",
     );
     let granted = jit_json(
         &erin,
-        &[
-            "request",
-            "emergency",
-            "--host",
-            "db-1",
-            "--reason",
-            "primary down",
-            "--ticket",
-            "INC-42",
-            "--for",
-            "2h",
-        ],
+        "request emergency --host db-1 --reason 'primary down' --ticket INC-42 --for 2h",
     );
     assert_eq!(granted["status"], "approved");
     assert_eq!(
@@ -959,22 +889,25 @@ fn break_glass_issues_at_once_alerts_with_a_signature_and_waits_for_review() {
     assert!((Utc::now().timestamp() - sent_at).abs() < 60);
 
     // Approvers see an open review; others see nothing.
-    let listing = jit_json(&carol, &["pending"]);
+    let listing = jit_json(&carol, "pending");
     let open = &listing["requests"][0];
     assert_eq!(open["request_id"], request_id.as_str());
     assert_eq!(open["break_glass"], true);
     assert_eq!(open["ticket"], "INC-42");
-    let listed = carol.run(&["pending"]);
+    let listed = run(&carol, "pending");
     assert!(
         stdout(&listed).contains("BREAK-GLASS"),
         "{}",
         stdout(&listed)
     );
     assert!(pending_ids(&mallory).is_empty());
-    jit_fails(&mallory, &["approve", &request_id], "may not review");
+    jit_fails(&mallory, &format!("approve {request_id}"), "may not review");
 
     // Acknowledging closes the review, once.
-    let acknowledged = carol.run(&["approve", &request_id, "--comment", "restart was right"]);
+    let acknowledged = run(
+        &carol,
+        &format!("approve {request_id} --comment 'restart was right'"),
+    );
     assert!(acknowledged.status.success(), "{}", stderr(&acknowledged));
     assert!(
         stdout(&acknowledged).contains("Acknowledged break-glass"),
@@ -982,8 +915,12 @@ fn break_glass_issues_at_once_alerts_with_a_signature_and_waits_for_review() {
         stdout(&acknowledged)
     );
     assert!(pending_ids(&carol).is_empty());
-    jit_fails(&carol, &["approve", &request_id], "already acknowledged");
-    let shown = jit_json(&erin, &["show", &request_id]);
+    jit_fails(
+        &carol,
+        &format!("approve {request_id}"),
+        "already acknowledged",
+    );
+    let shown = jit_json(&erin, &format!("show {request_id}"));
     assert_eq!(shown["request"]["acknowledged_by"], "carol@example.com");
     let steps = history(&erin, &request_id);
     assert!(
@@ -1020,17 +957,10 @@ fn a_dead_webhook_receiver_does_not_slow_issuance() {
     let bound = notifier_timeout / 2;
     let started = Instant::now();
     let break_glass = run_bounded(
-        erin.command(&[
-            "request",
-            "emergency",
-            "--host",
-            "db-1",
-            "--reason",
-            "disk full",
-            "--ticket",
-            "INC-7",
-            "--json",
-        ]),
+        command(
+            &erin,
+            "request emergency --host db-1 --reason 'disk full' --ticket INC-7 --json",
+        ),
         None,
         bound,
     );
@@ -1040,7 +970,7 @@ fn a_dead_webhook_receiver_does_not_slow_issuance() {
         stderr(&break_glass)
     );
     let pending = run_bounded(
-        bob.command(&["request", "db-root", "--host", "db-1", "--reason", "vacuum"]),
+        command(&bob, "request db-root --host db-1 --reason vacuum"),
         None,
         bound,
     );
@@ -1057,28 +987,19 @@ fn a_dead_webhook_receiver_does_not_slow_issuance() {
 #[test]
 fn policy_explain_names_the_approvals_needed_and_who_may_give_them() {
     let world = World::start();
-    let explain = |extra: &[&str]| {
-        let mut command = std::process::Command::new(workspace_binary("jit-ca"));
+    let explain = |line: &str| {
+        let mut command = Command::new(workspace_binary("jit-ca"));
         command
             .args(["policy", "explain", "--config"])
             .arg(world.ca.config())
-            .args(extra);
+            .args(words(line));
         let output = run_bounded(command, None, Duration::from_secs(30));
         assert!(output.status.success(), "{}", stderr(&output));
         stdout(&output)
     };
-    let db_root = [
-        "--email",
-        "bob@example.com",
-        "--groups",
-        "dba",
-        "--profile",
-        "db-root",
-        "--host",
-        "db-1",
-    ];
+    let db_root = "--email bob@example.com --groups dba --profile db-root --host db-1";
 
-    let plain = explain(&db_root);
+    let plain = explain(db_root);
     assert!(plain.contains("pending: needs 2 approval(s)"), "{plain}");
     assert!(
         plain.contains(
@@ -1087,45 +1008,28 @@ fn policy_explain_names_the_approvals_needed_and_who_may_give_them() {
         "{plain}"
     );
 
-    let approver = explain(&[&db_root[..], &["--approver-groups", "approvers"]].concat());
+    let approver = explain(&format!("{db_root} --approver-groups approvers"));
     assert!(
         approver.contains("groups approvers may approve it (rules: approvers-review-db)"),
         "{approver}"
     );
-    let engineer = explain(&[&db_root[..], &["--approver-groups", "engineers"]].concat());
+    let engineer = explain(&format!("{db_root} --approver-groups engineers"));
     assert!(
         engineer.contains("groups engineers may not approve it: no rule permits it"),
         "{engineer}"
     );
 
-    let emergency = explain(&[
-        "--email",
-        "erin@example.com",
-        "--groups",
-        "responders",
-        "--profile",
-        "emergency",
-        "--host",
-        "db-1",
-        "--ticket",
-        "INC-1",
-    ]);
+    let emergency = explain(
+        "--email erin@example.com --groups responders --profile emergency --host db-1 \
+         --ticket INC-1",
+    );
     assert!(
         emergency.contains("approvals:  none before access; one approver acknowledges it"),
         "{emergency}"
     );
 
     // An auto-approved profile needs nobody.
-    let routine = explain(&[
-        "--email",
-        "bob@example.com",
-        "--groups",
-        "dba",
-        "--profile",
-        "routine",
-        "--host",
-        "web-1",
-    ]);
+    let routine = explain("--email bob@example.com --groups dba --profile routine --host web-1");
     assert!(
         routine.contains("auto-approved (rules: dba-routine)"),
         "{routine}"
