@@ -379,6 +379,21 @@ mod tests {
     }
 
     #[test]
+    fn audit_defaults_to_a_key_beside_the_config_and_resolves_the_copy() {
+        let plain = Config::parse(MINIMAL, Path::new("/etc/jit-ca/jit-ca.toml")).unwrap();
+        let with_copy = format!("{MINIMAL}\n[audit]\njsonl = \"audit.jsonl\"\n");
+        let copied = Config::parse(&with_copy, Path::new("/etc/jit-ca/jit-ca.toml")).unwrap();
+        let to_stdout = format!("{MINIMAL}\n[audit]\njsonl = \"-\"\n");
+        let streamed = Config::parse(&to_stdout, Path::new("/etc/jit-ca/jit-ca.toml")).unwrap();
+
+        assert_eq!(plain.audit.key_file, Path::new("/etc/jit-ca/audit_key"));
+        assert_eq!(plain.audit.jsonl, None);
+        assert_eq!(plain.audit.checkpoint_interval_secs, 300);
+        assert_eq!(copied.audit.jsonl.as_deref(), Some("/etc/jit-ca/audit.jsonl"));
+        assert_eq!(streamed.audit.jsonl.as_deref(), Some("-"));
+    }
+
+    #[test]
     fn refuses_unknown_keys_and_other_stores() {
         let misspelt = MINIMAL.replace("client_id", "clientid");
         let error = Config::parse(&misspelt, Path::new("c.toml")).unwrap_err();

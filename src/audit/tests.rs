@@ -404,3 +404,43 @@ async fn throughput() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_json_lines_copy_is_an_export_that_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("audit.jsonl");
+    let sink = JsonlSink::open(&copy.display().to_string()).unwrap();
+    let auditor = Auditor::start(Arc::new(open(&dir).await), key(), Some(sink))
+        .await
+        .unwrap();
+
+    auditor
+        .record_all(vec![rejected(1), review("r-1")], at(0))
+        .await
+        .unwrap();
+    auditor.checkpoint(at(1)).await.unwrap();
+
+    // The copy is written by its own thread, after the commit.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&copy).unwrap_or_default();
+        if text.lines().count() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let verified = jit_proto::audit::verify_export(
+        &text,
+        &jit_proto::audit::Kept::default(),
+        auditor.public_key(),
+        jit_proto::audit::Completeness::Complete,
+    )
+    .unwrap();
+
+    assert_eq!((verified.records, verified.covered), (2, 2));
+    assert!(text
+        .lines()
+        .next()
+        .unwrap()
+        .contains("\"event\":\"token_rejected\""));
+}
