@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use jit_proto::revocation::{
     HostConfig, HostEnrollRequest, HostRefreshRequest, SignedHostRequest, HOST_SIGNATURE_NAMESPACE,
 };
@@ -29,7 +29,7 @@ use ssh_key::{HashAlg, PublicKey, SshSig};
 use crate::policy::profiles::Host;
 use crate::policy::{Profiles, Target};
 use crate::revocation::Revocations;
-use crate::service::Service;
+use crate::service::{to_delta, Service};
 use crate::signer::{parse_subject_key, HostCertificateOrder, SignError, SubjectKeyError};
 use crate::store::revocation::{EnrollmentToken, HostCertificateRecord, HostRecord};
 use crate::store::{Store, StoreError};
@@ -444,10 +444,6 @@ pub fn verify_refresh(
         ));
     }
     Ok(request)
-}
-
-fn to_delta(duration: Duration) -> TimeDelta {
-    TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
 }
 
 fn unix_seconds(time: DateTime<Utc>) -> u64 {

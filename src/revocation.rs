@@ -18,24 +18,24 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request,
-    RestrictedExpression,
+    Authorizer, Context, Entities, Entity, EntityUid, Request, RestrictedExpression,
 };
 use chrono::{DateTime, Datelike, Timelike, Utc};
+use jit_proto::clip_for_display;
 use jit_proto::revocation::{CreateRevocation, RevocationKind, RevocationView};
-use rand::Rng;
 use ssh_key::{Fingerprint, HashAlg, PublicKey};
 use tokio::sync::{watch, Mutex};
 
 use crate::audit;
 use crate::identity::Identity;
 use crate::krl::{encode, KrlBuilder, KrlError};
-use crate::policy::{Policy, RuleVerdict, Target};
-use crate::service::Service;
+use crate::policy::rules::{target_entity, uid, user_entity, verdict};
+use crate::policy::{Policy, RuleVerdict};
+use crate::service::{new_id, owned_by, person, Service};
 use crate::store::revocation::{
     KrlContents, RevocableGrant, RevocationChanges, RevocationRecord, RevokedKey,
 };
-use crate::store::{CertificateRecord, Person, Store, StoreError};
+use crate::store::{CertificateRecord, Store, StoreError};
 
 /// Longest reason accepted, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
@@ -372,7 +372,7 @@ impl Revocations {
 
         let changes = changes_for(&resolved, now)?;
         let record = RevocationRecord {
-            id: new_revocation_id(),
+            id: new_id("v"),
             kind: resolved.kind,
             target: resolved.target.clone(),
             reason,
@@ -448,7 +448,9 @@ impl Revocations {
             .store()
             .revocable_grant(grant_id)
             .await?
-            .ok_or_else(|| RevocationError::NotFound(format!("no grant `{}`", clip(grant_id))))?;
+            .ok_or_else(|| {
+                RevocationError::NotFound(format!("no grant `{}`", clip_for_display(grant_id)))
+            })?;
         let certificates = self.store().certificates_of_grant(grant_id).await?;
         Ok(Resolved {
             kind: RevocationKind::Grant,
@@ -498,7 +500,7 @@ impl Revocations {
         if grants.is_empty() {
             return Err(RevocationError::NotFound(format!(
                 "no active grants of `{}`",
-                clip(email)
+                clip_for_display(email)
             )));
         }
         let mut certificates = Vec::new();
@@ -573,7 +575,7 @@ impl Revocations {
                     && resolved
                         .certificates
                         .iter()
-                        .all(|certificate| same_person(&certificate.holder, identity)),
+                        .all(|certificate| owned_by(&certificate.holder, identity)),
             }),
             None => resources.extend(resolved.grants.iter().map(RevokeResource::Grant)),
         }
@@ -590,7 +592,11 @@ impl Revocations {
             );
             if !verdict.allowed {
                 return Err(RevocationError::NotPermitted {
-                    target: format!("{} {}", resolved.kind.as_str(), clip(&resolved.target)),
+                    target: format!(
+                        "{} {}",
+                        resolved.kind.as_str(),
+                        clip_for_display(&resolved.target)
+                    ),
                     rule_ids: verdict.rule_ids,
                 });
             }
@@ -626,19 +632,7 @@ fn decide_revoke(
         },
     );
     match decided {
-        Ok(response) => RuleVerdict {
-            allowed: response.decision() == Decision::Allow,
-            rule_ids: response
-                .diagnostics()
-                .reason()
-                .map(|id| id.to_string())
-                .collect(),
-            errors: response
-                .diagnostics()
-                .errors()
-                .map(|error| error.to_string())
-                .collect(),
-        },
+        Ok(response) => verdict(&response),
         Err(error) => RuleVerdict {
             allowed: false,
             rule_ids: Vec::new(),
@@ -660,12 +654,12 @@ fn revoke_request(
 ) -> Result<(Request, Vec<Entity>), String> {
     let (_, schema) = policy.rules.cedar();
     let mut entities = Vec::new();
-    let principal = actor_entity(identity, &mut entities)?;
+    let principal = user_entity(identity, &mut entities)?;
 
     let (resource_uid, profile, unix_users, duration_secs, ticket, own) = match resource {
         RevokeResource::Grant(revocable) => {
             let grant = &revocable.grant;
-            let parent = target_entity(policy, &grant.target, &mut entities)?;
+            let parent = grant_target_entity(policy, &grant.target, &mut entities)?;
             let grant_uid = uid("Grant", &grant.id)?;
             let attributes = HashMap::from([
                 (
@@ -691,7 +685,7 @@ fn revoke_request(
                 .map(|(unix_user, _)| unix_user.to_owned())
                 .collect();
             let duration = (grant.ends_at - grant.starts_at).num_seconds().max(0);
-            let own = same_person(&grant.holder, identity);
+            let own = owned_by(&grant.holder, identity);
             (
                 grant_uid,
                 grant.profile.clone(),
@@ -759,66 +753,17 @@ fn revoke_request(
     Ok((request, entities))
 }
 
-/// The caller as a `User` entity whose parents are its groups.
-fn actor_entity(identity: &Identity, entities: &mut Vec<Entity>) -> Result<EntityUid, String> {
-    let user_uid = uid("User", &identity.subject)?;
-    let mut parents = HashSet::new();
-    for group in &identity.groups {
-        let group_uid = uid("Group", group)?;
-        entities.push(Entity::new_no_attrs(group_uid.clone(), HashSet::new()));
-        parents.insert(group_uid);
-    }
-    let attributes = HashMap::from([
-        (
-            "email".to_owned(),
-            RestrictedExpression::new_string(identity.email.clone().unwrap_or_default()),
-        ),
-        (
-            "subject".to_owned(),
-            RestrictedExpression::new_string(identity.subject.clone()),
-        ),
-    ]);
-    entities.push(Entity::new(user_uid.clone(), attributes, parents).map_err(|e| e.to_string())?);
-    Ok(user_uid)
-}
-
 /// The grant's target as a `Host` (with its current groups) or `HostGroup` entity; `None` when
 /// the inventory no longer knows it, so only rules that do not look at the place can match.
-fn target_entity(
+fn grant_target_entity(
     policy: &Policy,
     target: &str,
     entities: &mut Vec<Entity>,
 ) -> Result<Option<EntityUid>, String> {
-    let Ok(target) = policy.profiles.resolve_target(target) else {
-        return Ok(None);
-    };
-    let target_uid = match &target {
-        Target::Host(host) => {
-            let mut parents = HashSet::new();
-            for group in &host.groups {
-                let group_uid = uid("HostGroup", group)?;
-                entities.push(Entity::new_no_attrs(group_uid.clone(), HashSet::new()));
-                parents.insert(group_uid);
-            }
-            let host_uid = uid("Host", &host.name)?;
-            entities.push(Entity::new_no_attrs(host_uid.clone(), parents));
-            host_uid
-        }
-        Target::Group(group) => {
-            let group_uid = uid("HostGroup", group)?;
-            entities.push(Entity::new_no_attrs(group_uid.clone(), HashSet::new()));
-            group_uid
-        }
-    };
-    Ok(Some(target_uid))
-}
-
-fn uid(type_name: &str, id: &str) -> Result<EntityUid, String> {
-    let type_name = EntityTypeName::from_str(type_name).map_err(|error| error.to_string())?;
-    Ok(EntityUid::from_type_name_and_id(
-        type_name,
-        EntityId::new(id),
-    ))
+    match policy.profiles.resolve_target(target) {
+        Ok(target) => target_entity(&target, entities).map(Some),
+        Err(_) => Ok(None),
+    }
 }
 
 /// What to record: the grants to end, the single certificates to list, the key to block.
@@ -921,44 +866,8 @@ fn check_reason(reason: &str) -> Result<String, RevocationError> {
     Ok(reason.to_owned())
 }
 
-fn same_person(person: &Person, identity: &Identity) -> bool {
-    person.issuer == identity.issuer && person.subject == identity.subject
-}
-
-fn person(identity: &Identity) -> Person {
-    Person {
-        issuer: identity.issuer.clone(),
-        subject: identity.subject.clone(),
-        email: identity.email.clone(),
-        groups: identity.groups.clone(),
-    }
-}
-
-/// `v-` and 60 random bits in lowercase base32.
-fn new_revocation_id() -> String {
-    const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
-    let mut rng = rand::thread_rng();
-    let suffix: String = (0..12)
-        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
-        .collect();
-    format!("v-{suffix}")
-}
-
 fn unix_seconds(time: DateTime<Utc>) -> u64 {
     u64::try_from(time.timestamp()).unwrap_or(0)
-}
-
-fn clip(text: &str) -> String {
-    text.chars()
-        .take(64)
-        .map(|character| {
-            if character.is_control() {
-                '?'
-            } else {
-                character
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use jit_proto::clip_for_display;
 use ssh_key::certificate::CertType;
 use ssh_key::{Certificate, PublicKey};
 
@@ -103,7 +104,7 @@ pub fn principals_files(
     for (unix_user, list) in principals {
         // The name becomes a file name: only what validate_unix_user accepts can be one.
         jit_proto::validate_unix_user(unix_user)
-            .map_err(|_| Refusal::BadUnixUser(shown(unix_user)))?;
+            .map_err(|_| Refusal::BadUnixUser(clip_for_display(unix_user)))?;
         let mut text = String::new();
         for principal in list {
             let usable = !principal.is_empty()
@@ -111,7 +112,7 @@ pub fn principals_files(
                     .chars()
                     .all(|character| character.is_ascii_graphic());
             if !usable {
-                return Err(Refusal::BadPrincipal(shown(principal)));
+                return Err(Refusal::BadPrincipal(clip_for_display(principal)));
             }
             text.push_str(principal);
             text.push('\n');
@@ -155,19 +156,6 @@ pub fn check_host_certificate(
     certificate.validate_at(now, &fingerprints).map_err(|_| {
         Refusal::BadHostCertificate("not signed by a trusted CA key, or not valid now")
     })
-}
-
-fn shown(text: &str) -> String {
-    text.chars()
-        .take(64)
-        .map(|character| {
-            if character.is_control() {
-                '?'
-            } else {
-                character
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -226,7 +214,10 @@ mod tests {
         let key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).unwrap();
         let line = key.public_key().to_openssh().unwrap();
 
-        assert_eq!(ca_keys_file(std::slice::from_ref(&line)).unwrap(), format!("{line}\n"));
+        assert_eq!(
+            ca_keys_file(std::slice::from_ref(&line)).unwrap(),
+            format!("{line}\n")
+        );
         assert_eq!(ca_keys_file(&[]), Err(Refusal::NoCaKeys));
         assert_eq!(
             ca_keys_file(&[line, "ssh-ed25519 junk".into()]),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use clap::{Parser, Subcommand};
-use jit_host::layout::{Layout, Reload};
+use jit_host::layout::Layout;
 use jit_host::run::RunOptions;
 use jit_host::setup::SetupArgs;
 use tracing_subscriber::EnvFilter;
@@ -24,39 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Enrol this server with a one-time token and point sshd at the CA's files.
-    Setup {
-        /// Base URL of the CA.
-        #[arg(long, value_name = "URL")]
-        server: String,
-        /// This server's name in the CA's inventory.
-        #[arg(long)]
-        name: String,
-        /// The token `jit-ca host enroll NAME` printed (or set JIT_HOST_TOKEN).
-        #[arg(long, env = "JIT_HOST_TOKEN", hide_env_values = true)]
-        token: String,
-        /// Where sshd includes drop-in files from.
-        #[arg(long, default_value = "/etc/ssh/sshd_config.d")]
-        sshd_config_dir: PathBuf,
-        /// Where the agent keeps the CA keys, KRL, principals and host key.
-        #[arg(long, default_value = "/etc/ssh/jit")]
-        state_dir: PathBuf,
-        /// The sshd binary, for `sshd -t`.
-        #[arg(long, default_value = "/usr/sbin/sshd")]
-        sshd_binary: PathBuf,
-        /// sshd's main configuration; it must include the drop-in directory.
-        #[arg(long, default_value = "/etc/ssh/sshd_config")]
-        sshd_config: PathBuf,
-        /// The host key to certify (default: <state-dir>/ssh_host_ed25519_key, created if
-        /// absent).
-        #[arg(long)]
-        host_key: Option<PathBuf>,
-        /// sshd's pid file, signalled with SIGHUP to reload it.
-        #[arg(long, default_value = "/run/sshd.pid")]
-        sshd_pid_file: PathBuf,
-        /// Reload sshd with this shell command instead (e.g. `systemctl reload ssh`).
-        #[arg(long, value_name = "COMMAND")]
-        reload_command: Option<String>,
-    },
+    Setup(SetupArgs),
     /// Keep the KRL, CA keys, principals and host certificate current.
     Run {
         /// The state directory `setup` wrote.
@@ -105,32 +73,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
 
     match command {
-        Command::Setup {
-            server,
-            name,
-            token,
-            sshd_config_dir,
-            state_dir,
-            sshd_binary,
-            sshd_config,
-            host_key,
-            sshd_pid_file,
-            reload_command,
-        } => {
-            let args = SetupArgs {
-                server,
-                name,
-                token,
-                sshd_config_dir,
-                state_dir,
-                sshd_binary,
-                sshd_config,
-                host_key,
-                reload: match reload_command {
-                    Some(command) => Reload::Command(command),
-                    None => Reload::PidFile(sshd_pid_file),
-                },
-            };
+        Command::Setup(args) => {
             let report = runtime.block_on(jit_host::setup::setup(&args, Utc::now))?;
             let users: Vec<&str> = report
                 .config

@@ -22,27 +22,49 @@ use crate::AgentError;
 /// Attempts at reaching the CA before setup gives up.
 const ATTEMPTS: u32 = 3;
 
-/// What `jit-host setup` was told.
-#[derive(Debug, Clone)]
+/// What `jit-host setup` is told.
+#[derive(Debug, Clone, clap::Args)]
 pub struct SetupArgs {
-    /// The CA's base URL.
+    /// Base URL of the CA.
+    #[arg(long, value_name = "URL")]
     pub server: String,
-    /// This host's inventory name.
+    /// This server's name in the CA's inventory.
+    #[arg(long)]
     pub name: String,
-    /// The one-time enrolment token.
+    /// The token `jit-ca host enroll NAME` printed (or set JIT_HOST_TOKEN).
+    #[arg(long, env = "JIT_HOST_TOKEN", hide_env_values = true)]
     pub token: String,
-    /// Where sshd includes drop-ins from.
+    /// Where sshd includes drop-in files from.
+    #[arg(long, default_value = "/etc/ssh/sshd_config.d")]
     pub sshd_config_dir: PathBuf,
-    /// The agent's state directory.
+    /// Where the agent keeps the CA keys, KRL, principals and host key.
+    #[arg(long, default_value = "/etc/ssh/jit")]
     pub state_dir: PathBuf,
-    /// The sshd binary (for `sshd -t`).
+    /// The sshd binary, for `sshd -t`.
+    #[arg(long, default_value = "/usr/sbin/sshd")]
     pub sshd_binary: PathBuf,
-    /// sshd's main configuration (it must include `sshd_config_dir`).
+    /// sshd's main configuration; it must include the drop-in directory.
+    #[arg(long, default_value = "/etc/ssh/sshd_config")]
     pub sshd_config: PathBuf,
-    /// The host key; `<state_dir>/ssh_host_ed25519_key` when `None`.
+    /// The host key to certify (default: <state-dir>/ssh_host_ed25519_key, created if absent).
+    #[arg(long)]
     pub host_key: Option<PathBuf>,
-    /// How to reload sshd.
-    pub reload: Reload,
+    /// sshd's pid file, signalled with SIGHUP to reload it.
+    #[arg(long, default_value = "/run/sshd.pid")]
+    pub sshd_pid_file: PathBuf,
+    /// Reload sshd with this shell command instead (e.g. `systemctl reload ssh`).
+    #[arg(long, value_name = "COMMAND")]
+    pub reload_command: Option<String>,
+}
+
+impl SetupArgs {
+    /// How sshd is to be reloaded: the command when one is given, else SIGHUP to the pid file.
+    pub fn reload(&self) -> Reload {
+        match &self.reload_command {
+            Some(command) => Reload::Command(command.clone()),
+            None => Reload::PidFile(self.sshd_pid_file.clone()),
+        }
+    }
 }
 
 /// What setup did, for the summary it prints.
@@ -111,7 +133,7 @@ pub async fn setup(
         sshd_binary: args.sshd_binary.clone(),
         sshd_config: args.sshd_config.clone(),
         dropin: dropin.clone(),
-        reload: args.reload.clone(),
+        reload: args.reload(),
     };
     write_json(&layout.agent_file(), &agent)?;
     let now = clock().timestamp();
@@ -135,7 +157,7 @@ pub async fn setup(
         }
         return Err(refusal.into());
     }
-    let reloaded = sshd::reload(&args.reload).await?;
+    let reloaded = sshd::reload(&args.reload()).await?;
 
     Ok(SetupReport {
         config,

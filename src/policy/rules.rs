@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use cedar_policy::{
     ActionConstraint, Authorizer, Context, Decision, Effect, Entities, Entity, EntityId,
-    EntityTypeName, EntityUid, PolicyId, PolicySet, PrincipalConstraint, Request,
+    EntityTypeName, EntityUid, PolicyId, PolicySet, PrincipalConstraint, Request, Response,
     RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
@@ -264,47 +264,9 @@ impl Rules {
 
     fn try_decide(&self, action: Action, facts: &RequestFacts<'_>) -> Result<RuleVerdict, String> {
         let identity = facts.identity;
-        let user_uid = uid("User", &identity.subject)?;
         let mut entities = Vec::new();
-
-        let mut user_parents = HashSet::new();
-        for group in &identity.groups {
-            let group_uid = uid("Group", group)?;
-            entities.push(Entity::new_no_attrs(group_uid.clone(), HashSet::new()));
-            user_parents.insert(group_uid);
-        }
-        let user_attributes = HashMap::from([
-            (
-                "email".to_owned(),
-                RestrictedExpression::new_string(identity.email.clone().unwrap_or_default()),
-            ),
-            (
-                "subject".to_owned(),
-                RestrictedExpression::new_string(identity.subject.clone()),
-            ),
-        ]);
-        let user = Entity::new(user_uid.clone(), user_attributes, user_parents)
-            .map_err(|error| error.to_string())?;
-        entities.push(user);
-
-        let resource_uid = match facts.target {
-            Target::Host(host) => {
-                let mut host_parents = HashSet::new();
-                for group in &host.groups {
-                    let group_uid = uid("HostGroup", group)?;
-                    entities.push(Entity::new_no_attrs(group_uid.clone(), HashSet::new()));
-                    host_parents.insert(group_uid);
-                }
-                let host_uid = uid("Host", &host.name)?;
-                entities.push(Entity::new_no_attrs(host_uid.clone(), host_parents));
-                host_uid
-            }
-            Target::Group(group) => {
-                let group_uid = uid("HostGroup", group)?;
-                entities.push(Entity::new_no_attrs(group_uid.clone(), HashSet::new()));
-                group_uid
-            }
-        };
+        let user_uid = user_entity(identity, &mut entities)?;
+        let resource_uid = target_entity(facts.target, &mut entities)?;
         let entities =
             Entities::from_entities(entities, Some(&self.schema)).map_err(|e| e.to_string())?;
 
@@ -347,25 +309,78 @@ impl Rules {
         .map_err(|error| error.to_string())?;
 
         let response = Authorizer::new().is_authorized(&request, &self.policies, &entities);
-        let rule_ids = response
-            .diagnostics()
-            .reason()
-            .map(|id| id.to_string())
-            .collect();
-        let errors = response
-            .diagnostics()
-            .errors()
-            .map(|error| error.to_string())
-            .collect();
-        Ok(RuleVerdict {
-            allowed: response.decision() == Decision::Allow,
-            rule_ids,
-            errors,
-        })
+        Ok(verdict(&response))
     }
 }
 
-fn uid(type_name: &str, id: &str) -> Result<EntityUid, String> {
+/// The verdict in Cedar's answer: the permits that matched (or the forbids), and the rules
+/// that failed to evaluate.
+pub fn verdict(response: &Response) -> RuleVerdict {
+    RuleVerdict {
+        allowed: response.decision() == Decision::Allow,
+        rule_ids: response
+            .diagnostics()
+            .reason()
+            .map(|id| id.to_string())
+            .collect(),
+        errors: response
+            .diagnostics()
+            .errors()
+            .map(|error| error.to_string())
+            .collect(),
+    }
+}
+
+/// Pushes `identity` as a `User` entity, with its `Group` parents, onto `entities`; returns
+/// its uid.
+pub fn user_entity(identity: &Identity, entities: &mut Vec<Entity>) -> Result<EntityUid, String> {
+    let user_uid = uid("User", &identity.subject)?;
+    let mut parents = HashSet::new();
+    for group in &identity.groups {
+        let group_uid = uid("Group", group)?;
+        entities.push(Entity::new_no_attrs(group_uid.clone(), HashSet::new()));
+        parents.insert(group_uid);
+    }
+    let attributes = HashMap::from([
+        (
+            "email".to_owned(),
+            RestrictedExpression::new_string(identity.email.clone().unwrap_or_default()),
+        ),
+        (
+            "subject".to_owned(),
+            RestrictedExpression::new_string(identity.subject.clone()),
+        ),
+    ]);
+    let user = Entity::new(user_uid.clone(), attributes, parents).map_err(|e| e.to_string())?;
+    entities.push(user);
+    Ok(user_uid)
+}
+
+/// Pushes `target` as a `Host` entity with its `HostGroup` parents, or as a `HostGroup`
+/// entity, onto `entities`; returns its uid.
+pub fn target_entity(target: &Target, entities: &mut Vec<Entity>) -> Result<EntityUid, String> {
+    match target {
+        Target::Host(host) => {
+            let mut parents = HashSet::new();
+            for group in &host.groups {
+                let group_uid = uid("HostGroup", group)?;
+                entities.push(Entity::new_no_attrs(group_uid.clone(), HashSet::new()));
+                parents.insert(group_uid);
+            }
+            let host_uid = uid("Host", &host.name)?;
+            entities.push(Entity::new_no_attrs(host_uid.clone(), parents));
+            Ok(host_uid)
+        }
+        Target::Group(group) => {
+            let group_uid = uid("HostGroup", group)?;
+            entities.push(Entity::new_no_attrs(group_uid.clone(), HashSet::new()));
+            Ok(group_uid)
+        }
+    }
+}
+
+/// The uid of entity `id` of type `type_name`.
+pub fn uid(type_name: &str, id: &str) -> Result<EntityUid, String> {
     let type_name = EntityTypeName::from_str(type_name).map_err(|error| error.to_string())?;
     Ok(EntityUid::from_type_name_and_id(
         type_name,

@@ -8,7 +8,7 @@ use crate::krl::parse;
 use crate::policy::rules::SCHEMA;
 use crate::policy::{Profiles, Rules};
 use crate::store::revocation::RevokedCertificate;
-use crate::store::GrantRecord;
+use crate::store::{GrantRecord, Person};
 
 const PROFILES: &str = r#"
     [hosts]

@@ -217,7 +217,9 @@ fn the_served_krl_agrees_with_ssh_keygen_and_answers_long_polls() {
             .arg("-f")
             .arg(&kept[3].0),
     );
-    let blocked_key = String::from_utf8_lossy(&blocked_key.stdout).trim().to_owned();
+    let blocked_key = String::from_utf8_lossy(&blocked_key.stdout)
+        .trim()
+        .to_owned();
     let by_key = post_revocation(
         &world.ca,
         Some(&erin),
@@ -316,6 +318,8 @@ fn a_revoked_grant_stops_opening_the_server_within_two_seconds_and_outages_chang
     );
 
     // The holder revokes the grant; the next login is refused within two seconds.
+    let krl_before = std::fs::read(host.krl()).unwrap();
+    let requested_at = Instant::now();
     let revoked = alice.run(&["revoke", grant_id, "--reason", "task done"]);
     assert!(
         revoked.status.success(),
@@ -323,10 +327,21 @@ fn a_revoked_grant_stops_opening_the_server_within_two_seconds_and_outages_chang
         stderr(&revoked)
     );
     let revoked_at = Instant::now();
-    let refused_after = poll_until(REVOCATION_DEADLINE, || {
-        let login = host.ssh(&user, "db-1", &key, &certificate, None);
-        (!login.success).then(|| revoked_at.elapsed())
+    let krl_replaced = poll_until(REVOCATION_DEADLINE, || {
+        let now_installed = std::fs::read(host.krl()).unwrap_or_default();
+        (now_installed != krl_before).then(|| revoked_at.elapsed())
     });
+    eprintln!(
+        "jit revoke took {:?}; the host's KRL was replaced {krl_replaced:?} after it returned",
+        revoked_at - requested_at
+    );
+    let refused_after = poll_until(
+        REVOCATION_DEADLINE.saturating_sub(revoked_at.elapsed()),
+        || {
+            let login = host.ssh(&user, "db-1", &key, &certificate, None);
+            (!login.success).then(|| revoked_at.elapsed())
+        },
+    );
     let refused_after = refused_after.unwrap_or_else(|| {
         panic!(
             "still logging in {REVOCATION_DEADLINE:?} after the revocation; agent log:\n{}",
