@@ -120,6 +120,9 @@ impl Service {
             let acknowledged = self.load_request(request_id).await?;
             return self.view_of(&acknowledged, now).await;
         }
+        if let Some(grant_id) = &request.extends_grant {
+            self.check_extendable(grant_id, now).await?;
+        }
 
         let review = Review {
             request_id: request.id.clone(),
@@ -362,12 +365,7 @@ impl Service {
         if !owned_by(&grant.grant.holder, requester) {
             return Err(not_found());
         }
-        if now >= grant.grant.ends_at {
-            return Err(ServiceError::Conflict {
-                code: "grant_ended",
-                message: "the grant has ended; make a new request".into(),
-            });
-        }
+        self.check_extendable(&grant.grant.id, now).await?;
         if body.duration_secs == 0 {
             return Err(ServiceError::BadRequest(
                 "duration must be longer than zero".into(),
@@ -460,6 +458,33 @@ impl Service {
         };
         self.store.record_extension(&extension, true).await?;
         self.view_of(&request, now).await
+    }
+
+    /// Refuses to extend a grant that has ended or that a revocation ended: a new certificate
+    /// for it would undo the end.
+    async fn check_extendable(
+        &self,
+        grant_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ServiceError> {
+        let grant = self
+            .store
+            .revocable_grant(grant_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(clip(grant_id)))?;
+        if grant.revoked {
+            return Err(ServiceError::Conflict {
+                code: "grant_revoked",
+                message: "the grant was revoked; make a new request".into(),
+            });
+        }
+        if now >= grant.grant.ends_at {
+            return Err(ServiceError::Conflict {
+                code: "grant_ended",
+                message: "the grant has ended; make a new request".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Requests `reviewer` may review now: pending ones and unacknowledged break-glass

@@ -99,6 +99,9 @@ when { context.profile == "routine" || context.profile == "mfa-shell" };
 permit (principal in Group::"responders", action == Action::"request", resource in HostGroup::"db-prod")
 when { context.profile == "emergency" };
 
+@id("own-revoke")
+permit (principal, action == Action::"revoke", resource) when { context.own };
+
 @id("approvers-review-db")
 permit (principal in Group::"approvers", action == Action::"approve", resource in HostGroup::"db-prod")
 when { ["db-root", "db-read", "quick-expiry", "emergency"].contains(context.profile) };
@@ -687,6 +690,18 @@ fn ctrl_c_keeps_the_request_and_extensions_reissue_the_certificate() {
         instant(&extended_now, "valid_before") - instant(&routine, "valid_before"),
         TimeDelta::minutes(5)
     );
+
+    // A revoked grant stays ended: no extension signs it a new certificate.
+    let certificates = world.ca.count("certificates");
+    let revoked = run(&bob, &format!("revoke {routine_grant} --reason 'deploy done'"));
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    jit_fails(
+        &bob,
+        &format!("extend {routine_grant} --for 5m --reason 'one more thing'"),
+        "revoked",
+    );
+    assert_eq!(world.ca.count("certificates"), certificates);
+
     let kinds: Vec<String> = history(&bob, &request_id)
         .into_iter()
         .map(|(kind, _)| kind)
