@@ -413,7 +413,8 @@ impl Service {
             decision_rules: decision.request_rule_ids.clone(),
             start_at: None,
             extends_grant: Some(grant.grant.id.clone()),
-            break_glass: false,
+            // More break-glass time is break-glass again: alerted now, reviewed afterwards.
+            break_glass: decision.break_glass,
             acknowledged_by: None,
         };
 
@@ -457,6 +458,9 @@ impl Service {
             certificate,
         };
         self.store.record_extension(&extension, true).await?;
+        if request.break_glass {
+            self.notify_break_glass(&request, &extended);
+        }
         self.view_of(&request, now).await
     }
 

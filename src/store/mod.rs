@@ -337,8 +337,8 @@ pub trait Store: audit::AuditStore + revocation::RevocationStore + Send + Sync {
     /// A request's history, oldest first.
     async fn history(&self, request_id: &str) -> StoreResult<Vec<EventRecord>>;
 
-    /// Break-glass activations whose grant ended by `now` without an acknowledgement and whose
-    /// alert was not sent yet; marks them alerted.
+    /// Break-glass activations (and break-glass extensions) whose grant ended by `now` without
+    /// an acknowledgement and whose alert was not sent yet; marks them alerted.
     async fn take_unreviewed_break_glass(
         &self,
         now: DateTime<Utc>,

@@ -764,9 +764,11 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "UPDATE access_requests SET unreviewed_alerted = 1
              WHERE break_glass = 1 AND acknowledged_at IS NULL AND unreviewed_alerted = 0
-               AND id IN (SELECT request_id FROM grants WHERE ends_at <= ?)
+               AND (id IN (SELECT request_id FROM grants WHERE ends_at <= ?)
+                    OR extends_grant IN (SELECT id FROM grants WHERE ends_at <= ?))
              RETURNING *",
         )
+        .bind(to_unix(now))
         .bind(to_unix(now))
         .fetch_all(&self.pool)
         .await
@@ -1051,6 +1053,74 @@ mod tests {
             .cancel_request("r-late", "bob", instant(62))
             .await
             .unwrap());
+    }
+
+    #[tokio::test]
+    async fn unreviewed_break_glass_includes_extensions_once_the_grant_ends() {
+        let (_dir, store) = open_temporary().await;
+        let activation = RequestRecord {
+            status: RequestStatus::Approved,
+            break_glass: true,
+            ..pending_request("r-glass", instant(0), 3600)
+        };
+        let grant = GrantRecord {
+            id: "g-glass".into(),
+            request_id: activation.id.clone(),
+            profile: activation.profile.clone(),
+            target: activation.target.clone(),
+            principals: activation.principals.clone(),
+            starts_at: instant(0),
+            ends_at: instant(900),
+            holder: someone("bob"),
+            created_at: instant(0),
+        };
+        let certificate = CertificateRecord {
+            serial: 1,
+            grant_id: grant.id.clone(),
+            key_id: "bob/g-glass/1".into(),
+            principals: grant.principals.clone(),
+            valid_after: instant(-30),
+            valid_before: instant(900),
+            public_key_fingerprint: "SHA256:x".into(),
+            ca_key_fingerprint: "SHA256:y".into(),
+            certificate: "ssh-ed25519-cert-v01@openssh.com AAAA".into(),
+            holder: someone("bob"),
+            client_address: "127.0.0.1".into(),
+            user_agent: None,
+            issued_at: instant(0),
+        };
+        let issuance = Issuance {
+            request: activation,
+            grant,
+            certificate,
+        };
+        store.record_issuance(&issuance).await.unwrap();
+        let extension = RequestRecord {
+            status: RequestStatus::Approved,
+            break_glass: true,
+            extends_grant: Some("g-glass".into()),
+            ..pending_request("r-more", instant(60), 3600)
+        };
+        store.insert_request(&extension).await.unwrap();
+
+        let while_running = store
+            .take_unreviewed_break_glass(instant(899))
+            .await
+            .unwrap();
+        let ended = store
+            .take_unreviewed_break_glass(instant(900))
+            .await
+            .unwrap();
+        let again = store
+            .take_unreviewed_break_glass(instant(901))
+            .await
+            .unwrap();
+
+        assert!(while_running.is_empty());
+        let mut ids: Vec<String> = ended.into_iter().map(|request| request.id).collect();
+        ids.sort();
+        assert_eq!(ids, ["r-glass", "r-more"]);
+        assert!(again.is_empty(), "each is alerted once");
     }
 
     #[tokio::test]

@@ -693,7 +693,10 @@ fn ctrl_c_keeps_the_request_and_extensions_reissue_the_certificate() {
 
     // A revoked grant stays ended: no extension signs it a new certificate.
     let certificates = world.ca.count("certificates");
-    let revoked = run(&bob, &format!("revoke {routine_grant} --reason 'deploy done'"));
+    let revoked = run(
+        &bob,
+        &format!("revoke {routine_grant} --reason 'deploy done'"),
+    );
     assert!(revoked.status.success(), "{}", stderr(&revoked));
     jit_fails(
         &bob,
@@ -856,8 +859,7 @@ fn break_glass_issues_at_once_alerts_with_a_signature_and_waits_for_review() {
     let carol = world.client(&TestUser::carol());
     let mallory = world.client(&TestUser::mallory());
 
-    // Break-glass needs its ticket; then it is granted at once, cut to the profile's short
-    // maximum, with nobody's approval.
+    // Break-glass needs its ticket; then it is granted at once, with nobody's approval.
     jit_fails(
         &erin,
         "request emergency --host db-1 --reason 'primary down'",
@@ -865,25 +867,17 @@ fn break_glass_issues_at_once_alerts_with_a_signature_and_waits_for_review() {
     );
     let granted = jit_json(
         &erin,
-        "request emergency --host db-1 --reason 'primary down' --ticket INC-42 --for 2h",
+        "request emergency --host db-1 --reason 'primary down' --ticket INC-42 --for 20m",
     );
     assert_eq!(granted["status"], "approved");
     assert_eq!(
         instant(&granted, "valid_before") - instant(&granted, "valid_after"),
-        TimeDelta::minutes(30) + BACKDATE
+        TimeDelta::minutes(20) + BACKDATE
     );
     let request_id = text(&granted, "request_id").to_owned();
 
     // The alert arrives, signed over its timestamp and body with the shared secret.
-    let alert = loop {
-        let delivery = deliveries
-            .recv_timeout(Duration::from_secs(15))
-            .expect("a break-glass alert at the receiver");
-        if delivery.body.contains("\"event\":\"break_glass\"") {
-            break delivery;
-        }
-    };
-    let body: Value = serde_json::from_str(&alert.body).unwrap();
+    let (alert, body) = next_break_glass_alert(&deliveries);
     let alert_text = text(&body, "text");
     assert!(
         alert_text.contains("BREAK-GLASS") && alert_text.contains("INC-42"),
@@ -942,6 +936,41 @@ fn break_glass_issues_at_once_alerts_with_a_signature_and_waits_for_review() {
         steps.contains(&("acknowledged".to_owned(), "carol@example.com".to_owned())),
         "{steps:?}"
     );
+
+    // More time is break-glass again: granted at once but cut to the short maximum from now,
+    // alerted, and open for review until acknowledged.
+    let grant_id = text(&granted, "grant_id");
+    let extended = jit_json(
+        &erin,
+        &format!("extend {grant_id} --for 2h --reason 'still down' --ticket INC-42"),
+    );
+    let extended_by = Utc::now();
+    let new_end = instant(&extended, "valid_before");
+    assert!(new_end > instant(&granted, "valid_before"), "{extended}");
+    assert!(
+        new_end <= extended_by + TimeDelta::minutes(30),
+        "{extended}"
+    );
+    let extension_id = text(&extended, "request_id").to_owned();
+    let (_, body) = next_break_glass_alert(&deliveries);
+    assert_eq!(body["details"]["request_id"], extension_id.as_str());
+    assert_eq!(body["details"]["extends_grant"], grant_id);
+    assert_eq!(pending_ids(&carol), [extension_id.clone()]);
+    jit_json(&carol, &format!("approve {extension_id}"));
+    assert!(pending_ids(&carol).is_empty());
+}
+
+/// The next delivery of a `break_glass` event, and its body as JSON.
+fn next_break_glass_alert(deliveries: &mpsc::Receiver<Delivery>) -> (Delivery, Value) {
+    loop {
+        let delivery = deliveries
+            .recv_timeout(Duration::from_secs(15))
+            .expect("a break-glass alert at the receiver");
+        let body: Value = serde_json::from_str(&delivery.body).expect("a JSON body");
+        if body["event"] == "break_glass" {
+            return (delivery, body);
+        }
+    }
 }
 
 #[test]
