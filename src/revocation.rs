@@ -12,6 +12,10 @@
 //! certificates that have not expired yet, and every revoked public key by its SHA-256 hash.
 //! Its version is the store's counter, incremented with each recorded revocation. Nothing here
 //! reads the clock: `now` is always a parameter.
+//!
+//! Limitation: revoking a person ends their grants but neither cancels their pending requests
+//! nor stops new ones; the identity provider must disable the account. A revoked key stays on
+//! the KRL until its row is removed from the store by hand: there is no API to lift it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;

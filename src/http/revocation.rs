@@ -1,5 +1,6 @@
 //! Routes for ending access early and for the servers' side:
 //!
+//! - `GET /v1/ca.pub`: the trusted CA keys, as `/v1/ca/keys` lists them.
 //! - `GET /v1/krl[?wait=SECS]`: the binary KRL, `ETag: "<version>"`. With `If-None-Match`
 //!   naming the current version the answer is 304; with `wait` as well, the CA holds the
 //!   request until the version changes (then 200) or `wait` passes (then 304). `wait` is cut
@@ -11,6 +12,10 @@
 //!
 //! Security events (revocation recorded or denied, host enrolled or refused) are logged here,
 //! once, under the `security` target. Tokens are never logged.
+//!
+//! Limitation: a waiting long-poll holds one of `[http] max_concurrent_requests` slots, so that
+//! limit must exceed the number of hosts; and with several CA processes on one store, a waiter
+//! learns of a revocation recorded by another process only when its wait ends.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +79,7 @@ impl RevocationState {
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/krl", get(get_krl))
+        .route("/v1/ca.pub", get(ca_pub))
         .route("/v1/revocations", post(create_revocation))
         .route("/v1/hosts/enroll", post(enroll_host))
         .route("/v1/hosts/refresh", post(refresh_host))
@@ -88,6 +94,12 @@ pub(super) async fn ca_keys_text(state: &AppState) -> Result<String, ApiError> {
         .await
         .map_err(|error| ApiError::internal(&error))?;
     Ok(lines.iter().map(|line| format!("{line}\n")).collect())
+}
+
+/// `GET /v1/ca.pub`: the same list as `/v1/ca/keys`, under the name OpenSSH users expect.
+async fn ca_pub(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let text = ca_keys_text(&state).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response())
 }
 
 impl From<RevocationError> for ApiError {

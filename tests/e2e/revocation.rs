@@ -427,6 +427,12 @@ fn a_key_rotation_keeps_certificates_from_both_keys_working() {
     assert!(world.ca.restart(), "{}", world.ca.log());
     let published = world.ca.trusted_keys();
     assert_eq!(published.lines().count(), 2, "{published}");
+    let ca_pub = api::http()
+        .get(format!("{}/v1/ca.pub", world.ca.url()))
+        .send()
+        .and_then(|response| response.text())
+        .expect("GET /v1/ca.pub");
+    assert_eq!(ca_pub, published);
 
     // The agent trusts both, and gets a host certificate from the new key.
     let ca_keys_file = host.state_dir().join("trusted_user_ca_keys");
