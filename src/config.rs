@@ -50,6 +50,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// HTTP limits.
     pub http: HttpConfig,
+    /// HTTPS; None serves plain HTTP (loopback only, unless `[http] allow_plain_http`).
+    pub tls: Option<TlsConfig>,
     /// Rate limits per client address and per identity.
     pub limits: crate::http::limits::LimitsConfig,
     /// Webhooks.
@@ -140,6 +142,28 @@ pub struct HttpConfig {
     /// Most requests handled at once; further ones wait.
     #[serde(default = "default_max_concurrency")]
     pub max_concurrent_requests: usize,
+    /// Most connections open at once; past it new ones are closed as soon as they are accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time a client has to finish its TLS handshake and to send a request's headers (also
+    /// the longest a kept-alive connection may sit idle), in seconds.
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
+    /// Serve plain HTTP on an address other than loopback (behind a TLS-terminating proxy).
+    /// Without it, and without `[tls]`, the CA refuses to start on such an address.
+    #[serde(default)]
+    pub allow_plain_http: bool,
+}
+
+/// The CA's own HTTPS certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file: the server certificate first, then any intermediates.
+    pub cert_file: PathBuf,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1); refused when
+    /// group or others can read it.
+    pub key_file: PathBuf,
 }
 
 impl Default for HttpConfig {
@@ -148,6 +172,9 @@ impl Default for HttpConfig {
             max_body_bytes: default_max_body_bytes(),
             request_timeout_secs: default_request_timeout_secs(),
             max_concurrent_requests: default_max_concurrency(),
+            max_connections: default_max_connections(),
+            header_read_timeout_secs: default_header_read_timeout_secs(),
+            allow_plain_http: false,
         }
     }
 }
@@ -169,6 +196,8 @@ struct RawConfig {
     policy: PolicyConfig,
     #[serde(default)]
     http: HttpConfig,
+    #[serde(default)]
+    tls: Option<TlsConfig>,
     #[serde(default)]
     limits: crate::http::limits::LimitsConfig,
     #[serde(default)]
@@ -273,6 +302,14 @@ fn default_max_concurrency() -> usize {
     1024
 }
 
+fn default_max_connections() -> usize {
+    4096
+}
+
+fn default_header_read_timeout_secs() -> u64 {
+    10
+}
+
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -298,7 +335,13 @@ impl Config {
             return Err(invalid("[oidc] client_id is empty".into()));
         }
         raw.limits.check().map_err(invalid)?;
-        if raw.http.max_body_bytes == 0 || raw.http.max_concurrent_requests == 0 {
+        let http = &raw.http;
+        let limits = [
+            http.max_body_bytes,
+            http.max_concurrent_requests,
+            http.max_connections,
+        ];
+        if limits.contains(&0) || http.header_read_timeout_secs == 0 {
             return Err(invalid("[http] limits must be greater than zero".into()));
         }
         let store_path = raw
@@ -332,6 +375,10 @@ impl Config {
             store,
             policy,
             http: raw.http,
+            tls: raw.tls.map(|tls| TlsConfig {
+                cert_file: resolve(&tls.cert_file),
+                key_file: resolve(&tls.key_file),
+            }),
             limits: raw.limits,
             notifications: NotificationsConfig {
                 secret_file: raw.notifications.secret_file.as_deref().map(resolve),

@@ -8,7 +8,8 @@
 //!    [`krl`] (revocation lists).
 //! 3. [`store`]: durable state behind one trait.
 //! 4. [`service`]: the just-in-time cycle, tying cores and store together.
-//! 5. Edges: [`http`] (axum routes), [`server`] (start-up), and the `jit-ca` binary.
+//! 5. Edges: [`http`] (axum routes), [`listener`] (connections and TLS), [`server`]
+//!    (start-up), and the `jit-ca` binary.
 //!
 //! Every function that decides on time takes `now` as an argument; only the edges read the
 //! clock.
@@ -22,6 +23,7 @@ pub mod hosts;
 pub mod http;
 pub mod identity;
 pub mod krl;
+pub mod listener;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

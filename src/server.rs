@@ -1,19 +1,22 @@
 //! Start-up: turn a configuration into a running CA.
 //!
-//! Order matters and every step fails loudly, naming the file at fault: configuration, policy,
-//! CA key (created on first start when absent), store, identity provider, listener.
+//! Order matters and every step fails loudly, naming the file at fault: configuration, transport
+//! (TLS certificate, or plain HTTP only where allowed), policy, CA key (created on first start
+//! when absent), store, identity provider, listener.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use jit_proto::ClientConfig;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
 use crate::config::{CaConfig, Config, NotificationsConfig};
 use crate::http::revocation::RevocationState;
 use crate::http::{router, AppState};
 use crate::identity::TokenVerifier;
+use crate::listener::{tls, ConnectionLimits};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::policy::Policy;
@@ -103,6 +106,8 @@ fn spawn_sweeper(service: Arc<Service>) {
 pub struct Ready {
     listener: TcpListener,
     app: axum::Router,
+    tls: Option<TlsAcceptor>,
+    limits: ConnectionLimits,
 }
 
 impl Ready {
@@ -111,22 +116,32 @@ impl Ready {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes.
+    /// Whether connections must speak TLS.
+    pub fn is_https(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves until `shutdown` completes, then lets open connections finish.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = self
-            .app
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
+        crate::listener::serve(self.listener, self.app, self.tls, self.limits, shutdown).await
     }
 }
 
 /// Builds every component from `config` and binds the listener.
 pub async fn prepare(config: &Config) -> Result<Ready, StartError> {
+    // Checked first: a CA that would leak tokens should not even open its key.
+    tls::check_transport(config.listen, config.tls.as_ref(), &config.http)
+        .map_err(|error| StartError(error.to_string()))?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tls::load_acceptor)
+        .transpose()
+        .map_err(|error| StartError(error.to_string()))?;
+
     let policy = Policy::load(&config.policy.profiles, &config.policy.cedar)
         .map_err(|error| StartError(error.to_string()))?;
     tracing::info!(
@@ -197,5 +212,10 @@ pub async fn prepare(config: &Config) -> Result<Ready, StartError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|error| StartError(format!("cannot listen on {}: {error}", config.listen)))?;
-    Ok(Ready { listener, app })
+    Ok(Ready {
+        listener,
+        app,
+        tls,
+        limits: ConnectionLimits::from_config(&config.http),
+    })
 }
