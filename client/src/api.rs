@@ -1,5 +1,6 @@
 //! The CA's HTTP API, as the client calls it.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jit_proto::{
@@ -16,6 +17,10 @@ use crate::secret::Secret;
 /// How long one call to the CA or the identity provider may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an idle connection is kept for the next call: less than the CA's default
+/// `header_read_timeout_secs` (10 s), after which the CA closes idle connections itself.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Error codes with which the CA says the bearer token itself is the problem.
 const LOGIN_ERROR_CODES: [&str; 2] = ["invalid_token", "token_expired"];
 
@@ -26,6 +31,25 @@ pub enum ApiError {
     /// The HTTP client could not be built (no TLS roots, for example).
     #[error("cannot set up the HTTP client")]
     Setup(#[source] reqwest::Error),
+    /// The extra TLS roots (`JIT_CA_BUNDLE` or `ca_bundle`) could not be used.
+    #[error("cannot use the CA bundle {}: {reason}", path.display())]
+    CaBundle {
+        /// The bundle file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The CA's TLS certificate does not chain to a trusted root.
+    #[error(
+        "the TLS certificate of the CA at {url} is not trusted ({problem}); if the CA uses a \
+         private root, set JIT_CA_BUNDLE or `ca_bundle` in the config file to its PEM file"
+    )]
+    UntrustedServer {
+        /// The URL called.
+        url: Url,
+        /// rustls' reason, e.g. `UnknownIssuer`.
+        problem: String,
+    },
     /// The CA did not answer.
     #[error("cannot reach the CA at {url}: {reason}")]
     Unreachable {
@@ -70,15 +94,36 @@ pub enum ApiError {
 
 /// Builds the HTTP client used for the CA and the identity provider.
 ///
-/// Redirects are disabled: `openidconnect` requires it (a redirect could carry a request to an
-/// unintended host), and the CA never redirects its API.
-pub fn http_client() -> Result<reqwest::Client, ApiError> {
-    reqwest::Client::builder()
+/// Servers are verified against the Mozilla roots built into the client, plus every
+/// certificate of `ca_bundle` (PEM) when one is configured. Redirects are disabled:
+/// `openidconnect` requires it (a redirect could carry a request to an unintended host), and
+/// the CA never redirects its API.
+pub fn http_client(ca_bundle: Option<&Path>) -> Result<reqwest::Client, ApiError> {
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(REQUEST_TIMEOUT)
-        .user_agent(concat!("jit/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(ApiError::Setup)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .user_agent(concat!("jit/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_bundle {
+        for root in read_ca_bundle(path)? {
+            builder = builder.add_root_certificate(root);
+        }
+    }
+    builder.build().map_err(ApiError::Setup)
+}
+
+fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, ApiError> {
+    let refuse = |reason: String| ApiError::CaBundle {
+        path: path.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|error| refuse(error.to_string()))?;
+    let roots =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| refuse(error.to_string()))?;
+    if roots.is_empty() {
+        return Err(refuse("holds no PEM certificate".into()));
+    }
+    Ok(roots)
 }
 
 /// A connection to one CA.
@@ -345,13 +390,40 @@ fn transport_failure(url: &Url, error: &reqwest::Error) -> ApiError {
         };
     }
 
-    let mut innermost: &dyn std::error::Error = error;
-    while let Some(cause) = innermost.source() {
-        innermost = cause;
+    let mut innermost: &(dyn std::error::Error + 'static) = error;
+    loop {
+        // A refused server certificate says what to configure, not only that TLS failed.
+        if let Some(problem) = invalid_certificate(innermost) {
+            return ApiError::UntrustedServer {
+                url: url.clone(),
+                problem,
+            };
+        }
+        match innermost.source() {
+            Some(cause) => innermost = cause,
+            None => break,
+        }
     }
     ApiError::Unreachable {
         url: url.clone(),
         reason: innermost.to_string(),
+    }
+}
+
+/// rustls' reason for refusing the server's certificate, when `error` is that refusal (by
+/// itself or inside the I/O errors the TLS stream reports). The connector wraps it in two
+/// `io::Error`s, and `io::Error::source()` skips the error it wraps, so they are unwrapped here.
+fn invalid_certificate(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut unwrapped = error;
+    while let Some(inner) = unwrapped
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+    {
+        unwrapped = inner;
+    }
+    match unwrapped.downcast_ref::<rustls::Error>() {
+        Some(rustls::Error::InvalidCertificate(problem)) => Some(format!("{problem:?}")),
+        _ => None,
     }
 }
 

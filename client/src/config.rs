@@ -2,7 +2,9 @@
 //!
 //! The only thing a user configures is the CA's URL; everything about the identity provider is
 //! discovered from the CA. The URL comes from, in order: the `--server` flag, the `JIT_SERVER`
-//! environment variable, and `server = "..."` in `$XDG_CONFIG_HOME/jit/config.toml`.
+//! environment variable, and `server = "..."` in `$XDG_CONFIG_HOME/jit/config.toml`. A CA
+//! whose HTTPS certificate comes from a private authority also needs that authority's
+//! certificates: `JIT_CA_BUNDLE`, else `ca_bundle = "PATH"` in the same file.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -14,6 +16,9 @@ use serde::Deserialize;
 
 /// Environment variable naming the CA when `--server` is not given.
 pub const SERVER_ENV: &str = "JIT_SERVER";
+
+/// Environment variable naming a PEM bundle of extra TLS roots for the CA's certificate.
+pub const CA_BUNDLE_ENV: &str = "JIT_CA_BUNDLE";
 
 /// The environment variables the client reads, captured once at start-up.
 ///
@@ -29,6 +34,8 @@ pub struct Environment {
     pub xdg_state_home: Option<PathBuf>,
     /// `$JIT_SERVER`.
     pub jit_server: Option<String>,
+    /// `$JIT_CA_BUNDLE`.
+    pub jit_ca_bundle: Option<PathBuf>,
     /// `$BROWSER`: the command that opens a URL.
     pub browser: Option<String>,
     /// `$DISPLAY` (an X11 session).
@@ -58,6 +65,7 @@ impl Environment {
             xdg_config_home: path("XDG_CONFIG_HOME"),
             xdg_state_home: path("XDG_STATE_HOME"),
             jit_server: text(SERVER_ENV),
+            jit_ca_bundle: path(CA_BUNDLE_ENV),
             browser: text("BROWSER"),
             display: text("DISPLAY"),
             wayland_display: text("WAYLAND_DISPLAY"),
@@ -123,6 +131,8 @@ pub enum ConfigError {
 struct FileConfig {
     /// The CA's base URL.
     server: Option<String>,
+    /// PEM bundle of extra TLS roots; relative to the file's directory.
+    ca_bundle: Option<PathBuf>,
 }
 
 /// Path of the configuration file: `$XDG_CONFIG_HOME/jit/config.toml`, falling back to
@@ -255,6 +265,21 @@ pub fn resolve_server(
     }
 }
 
+/// Decides which extra TLS roots to trust for the CA: `$JIT_CA_BUNDLE`, else `ca_bundle` in
+/// the configuration file (resolved against its directory). None: only the built-in roots.
+pub fn resolve_ca_bundle(
+    env: &Environment,
+    config_file: &Path,
+) -> Result<Option<PathBuf>, ConfigError> {
+    if let Some(path) = &env.jit_ca_bundle {
+        return Ok(Some(path.clone()));
+    }
+
+    let bundle = read_file_config(config_file)?.ca_bundle;
+    let base = config_file.parent().unwrap_or(Path::new("."));
+    Ok(bundle.map(|path| base.join(path)))
+}
+
 fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -373,6 +398,25 @@ mod tests {
         let error = resolve_server(None, &env_with_home(dir.path()), &config_file).unwrap_err();
 
         assert!(error.to_string().contains("sever"), "{error}");
+    }
+
+    #[test]
+    fn ca_bundle_comes_from_the_environment_else_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_file = dir.path().join("config.toml");
+        std::fs::write(&config_file, "ca_bundle = \"roots.pem\"\n").unwrap();
+        let from_env = Environment {
+            jit_ca_bundle: Some("/etc/jit/roots.pem".into()),
+            ..env_with_home(dir.path())
+        };
+
+        let env_bundle = resolve_ca_bundle(&from_env, &config_file).unwrap();
+        let file_bundle = resolve_ca_bundle(&env_with_home(dir.path()), &config_file).unwrap();
+        let no_file = resolve_ca_bundle(&env_with_home(dir.path()), &dir.path().join("absent"));
+
+        assert_eq!(env_bundle, Some(PathBuf::from("/etc/jit/roots.pem")));
+        assert_eq!(file_bundle, Some(dir.path().join("roots.pem")));
+        assert_eq!(no_file.unwrap(), None);
     }
 
     #[test]

@@ -47,11 +47,14 @@ impl Context {
         Ok(StateDir::open(&root)?)
     }
 
-    /// A client for the configured CA; fails with how to configure one when none is.
+    /// A client for the configured CA, trusting the configured CA bundle; fails with how to
+    /// configure one when none is.
     pub fn ca(&self) -> Result<CaClient, CommandError> {
         let config_file = config::config_file_path(&self.env)?;
         let server = config::resolve_server(self.server_flag.as_deref(), &self.env, &config_file)?;
-        Ok(CaClient::new(server, api::http_client()?))
+        let ca_bundle = config::resolve_ca_bundle(&self.env, &config_file)?;
+        let http = api::http_client(ca_bundle.as_deref())?;
+        Ok(CaClient::new(server, http))
     }
 
     /// The ID token to send, refreshed first when it is about to expire.
