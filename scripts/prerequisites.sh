@@ -26,6 +26,7 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 [ -x /usr/sbin/sshd ] || apt_install sshd openssh-server
 command -v ssh-keygen >/dev/null 2>&1 || apt_install ssh-keygen openssh-client
 command -v sqlite3 >/dev/null 2>&1 || apt_install sqlite3 sqlite3
+command -v openssl >/dev/null 2>&1 || apt_install openssl openssl
 
 # The test OIDC provider's packages, exactly as the lock file pins them.
 oidc_dir="$(dirname "${BASH_SOURCE[0]}")/../tests/oidc"

@@ -13,3 +13,4 @@ mod revocation;
 mod sshd_support;
 mod support;
 mod token_suite;
+mod tls_suite;
