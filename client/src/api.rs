@@ -163,12 +163,7 @@ impl CaClient {
         request: &CreateAccessRequest,
     ) -> Result<AccessRequestView, ApiError> {
         let url = self.server.endpoint("v1/requests");
-        let call = self
-            .http
-            .post(url.clone())
-            .bearer_auth(id_token.expose())
-            .json(request);
-        self.send(url, call).await
+        self.post_as(id_token, url, request).await
     }
 
     /// `GET /v1/requests/{request_id}`: the current state of one of the caller's requests.
@@ -177,24 +172,21 @@ impl CaClient {
         id_token: &Secret,
         request_id: &str,
     ) -> Result<AccessRequestView, ApiError> {
-        let url = self.nested("v1/requests", &[request_id]);
-        let call = self.http.get(url.clone()).bearer_auth(id_token.expose());
-        self.send(url, call).await
+        self.get_as(id_token, self.nested("v1/requests", &[request_id]))
+            .await
     }
 
     /// `GET /v1/grants`: the caller's grants, newest first.
     pub async fn list_grants(&self, id_token: &Secret) -> Result<GrantList, ApiError> {
-        let url = self.server.endpoint("v1/grants");
-        let call = self.http.get(url.clone()).bearer_auth(id_token.expose());
-        self.send(url, call).await
+        self.get_as(id_token, self.server.endpoint("v1/grants"))
+            .await
     }
 
     /// `GET /v1/reviews`: the requests the caller may review now, and open break-glass
     /// reviews.
     pub async fn reviews(&self, id_token: &Secret) -> Result<ReviewList, ApiError> {
-        let url = self.server.endpoint("v1/reviews");
-        let call = self.http.get(url.clone()).bearer_auth(id_token.expose());
-        self.send(url, call).await
+        self.get_as(id_token, self.server.endpoint("v1/reviews"))
+            .await
     }
 
     /// `POST /v1/requests/{request_id}/approve`: one approval (or, for break-glass, the
@@ -206,12 +198,7 @@ impl CaClient {
         body: &ApproveBody,
     ) -> Result<AccessRequestView, ApiError> {
         let url = self.request_action(request_id, "approve");
-        let call = self
-            .http
-            .post(url.clone())
-            .bearer_auth(id_token.expose())
-            .json(body);
-        self.send(url, call).await
+        self.post_as(id_token, url, body).await
     }
 
     /// `POST /v1/requests/{request_id}/deny`: refuses the request; one denial ends it.
@@ -222,12 +209,7 @@ impl CaClient {
         body: &DenyBody,
     ) -> Result<AccessRequestView, ApiError> {
         let url = self.request_action(request_id, "deny");
-        let call = self
-            .http
-            .post(url.clone())
-            .bearer_auth(id_token.expose())
-            .json(body);
-        self.send(url, call).await
+        self.post_as(id_token, url, body).await
     }
 
     /// `POST /v1/requests/{request_id}/cancel`: withdraws one of the caller's pending requests.
@@ -247,9 +229,8 @@ impl CaClient {
         id_token: &Secret,
         request_id: &str,
     ) -> Result<RequestHistory, ApiError> {
-        let url = self.request_action(request_id, "history");
-        let call = self.http.get(url.clone()).bearer_auth(id_token.expose());
-        self.send(url, call).await
+        self.get_as(id_token, self.request_action(request_id, "history"))
+            .await
     }
 
     /// `POST /v1/grants/{grant_id}/extend`: asks for more time on an active grant; the answer
@@ -261,6 +242,26 @@ impl CaClient {
         body: &ExtendBody,
     ) -> Result<AccessRequestView, ApiError> {
         let url = self.nested("v1/grants", &[grant_id, "extend"]);
+        self.post_as(id_token, url, body).await
+    }
+
+    /// `GET url` as the holder of `id_token`.
+    async fn get_as<T: DeserializeOwned>(
+        &self,
+        id_token: &Secret,
+        url: Url,
+    ) -> Result<T, ApiError> {
+        let call = self.http.get(url.clone()).bearer_auth(id_token.expose());
+        self.send(url, call).await
+    }
+
+    /// `POST url` with `body` as JSON, as the holder of `id_token`.
+    async fn post_as<T: DeserializeOwned>(
+        &self,
+        id_token: &Secret,
+        url: Url,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ApiError> {
         let call = self
             .http
             .post(url.clone())
