@@ -16,7 +16,9 @@ use crate::support::ca::{
 };
 use crate::support::host::ManagedHost;
 use crate::support::oidc::{OidcProvider, TestUser, JIT_CLIENT_ID};
-use crate::support::openssh::{inspect_certificate, poll_until, run_checked, SshAgent};
+use crate::support::openssh::{
+    inspect_certificate, poll_until, run_checked, CertificateType, SshAgent,
+};
 use crate::support::sshd::Sshd;
 
 /// The bound the issue sets between a revocation and the first refused login.
@@ -261,6 +263,13 @@ fn a_revoked_grant_stops_opening_the_server_within_two_seconds_and_outages_chang
     assert_eq!(principals, format!("{user}@db-1\n{user}@group:db-prod\n"));
     let dropin = std::fs::read_to_string(host.dropin_dir().join("10-jit-host.conf")).unwrap();
     assert!(dropin.contains("RevokedKeys "), "{dropin}");
+    let host_certificate = host.state_dir().join("ssh_host_ed25519_key-cert.pub");
+    let listing = inspect_certificate(&host_certificate);
+    assert_eq!(listing.certificate_type, CertificateType::Host);
+    assert_eq!(listing.principals, ["db-1"]);
+    let valid_from = listing.valid_from.expect("a start").local_time;
+    let valid_to = listing.valid_to.expect("an end").local_time;
+    assert_eq!((valid_to - valid_from).num_seconds(), 30 * 24 * 3600 + 300);
 
     // The client trusts the CA's host certificates, and nothing else; its keys go to an agent.
     let agent = SshAgent::start();
