@@ -7,7 +7,8 @@
 //!    [`policy`] (profiles and Cedar rules), [`signer`] (the CA key and certificates),
 //!    [`krl`] (revocation lists).
 //! 3. [`store`]: durable state behind one trait.
-//! 4. [`service`]: the just-in-time cycle, tying cores and store together.
+//! 4. [`service`]: the just-in-time cycle, tying cores and store together; beside it
+//!    [`revocation`] (ending access early, the KRL) and [`hosts`] (enrolment, host certificates).
 //! 5. Edges: [`http`] (axum routes), [`listener`] (connections and TLS), [`server`]
 //!    (start-up), and the `jit-ca` binary.
 //!
