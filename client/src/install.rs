@@ -321,21 +321,7 @@ mod tests {
         let (_base, state) = fresh_state();
         let key = generate_key().unwrap();
         let grant = signed_grant(&key, &["root@db-1"]);
-        // Built from JSON, as the CA sends it, so fields added later take their defaults.
-        let pending: AccessRequestView = serde_json::from_value(serde_json::json!({
-            "request_id": "r-1",
-            "status": "pending",
-            "profile": "db",
-            "host": "db-1",
-            "principals": ["root@db-1"],
-            "duration_secs": 1800,
-            "reason": "fix",
-            "ticket": null,
-            "requester": "ada@example.com",
-            "created_at": at(-100),
-            "message": "needs approval",
-        }))
-        .unwrap();
+        let pending = crate::fixed_instants::request_view(serde_json::json!({}));
 
         save_pending(&state, &pending, &key).unwrap();
         let found = load_request_key(&state, "r-1", "g-1").unwrap();

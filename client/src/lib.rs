@@ -45,7 +45,7 @@ pub fn describe_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Fixed instants for tests, so no test depends on the clock.
+/// Fixed instants for tests, so no test depends on the clock, and fixtures built on them.
 #[cfg(test)]
 pub(crate) mod fixed_instants {
     use chrono::{DateTime, Utc};
@@ -53,6 +53,29 @@ pub(crate) mod fixed_instants {
     /// `seconds` after a fixed reference instant (2023-11-14T22:13:20Z); negative is before.
     pub(crate) fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
+    }
+
+    /// A request as the CA sends it, built from JSON so that fields added later take their
+    /// defaults: `r-1`, pending, ada's, for `root@db-1`, made 100 s before the reference
+    /// instant, with the fields of `changes` (a JSON object) set over it.
+    pub(crate) fn request_view(changes: serde_json::Value) -> jit_proto::AccessRequestView {
+        let mut fields = serde_json::json!({
+            "request_id": "r-1",
+            "status": "pending",
+            "profile": "db",
+            "host": "db-1",
+            "principals": ["root@db-1"],
+            "duration_secs": 1800,
+            "reason": "fix",
+            "ticket": null,
+            "requester": "ada@example.com",
+            "created_at": at(-100),
+            "message": "needs approval",
+        });
+        if let (Some(fields), Some(changes)) = (fields.as_object_mut(), changes.as_object()) {
+            fields.extend(changes.clone());
+        }
+        serde_json::from_value(fields).unwrap()
     }
 }
 

@@ -338,30 +338,19 @@ fn age(created_at: DateTime<Utc>, now: DateTime<Utc>) -> std::time::Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixed_instants::at;
+    use crate::fixed_instants::{at, request_view};
 
     #[test]
     fn summaries_carry_what_a_reviewer_decides_on() {
-        let request: AccessRequestView = serde_json::from_value(json!({
-            "request_id": "r-1",
-            "status": "pending",
-            "profile": "db-root",
-            "host": "db-1",
-            "principals": ["root@db-1"],
-            "duration_secs": 900,
-            "reason": "fix\nit",
+        let request = request_view(json!({
             "ticket": "CHG-1",
-            "requester": "bob@example.com",
-            "created_at": at(-90),
-            "message": "waiting",
             "required_approvals": 2,
             "approvals": ["carol@example.com"],
-        }))
-        .unwrap();
+        }));
 
         let shown = summary(&request, at(0));
 
-        assert_eq!(shown["age_secs"], 90);
+        assert_eq!(shown["age_secs"], 100);
         assert_eq!(shown["approvals"], json!(["carol@example.com"]));
         assert_eq!(shown["required_approvals"], 2);
         assert_eq!(shown["ticket"], "CHG-1");

@@ -163,26 +163,14 @@ impl StatusLine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixed_instants::at;
+    use crate::fixed_instants::{at, request_view};
 
     fn pending(approvals: &[&str]) -> AccessRequestView {
-        serde_json::from_value(serde_json::json!({
-            "request_id": "r-1",
-            "status": "pending",
-            "profile": "db",
-            "host": "db-1",
-            "principals": ["root@db-1"],
-            "duration_secs": 1800,
-            "reason": "fix",
-            "ticket": null,
-            "requester": "ada@example.com",
-            "created_at": at(-100),
-            "message": "waiting",
+        request_view(serde_json::json!({
             "required_approvals": 2,
             "approvals": approvals,
             "expires_at": at(3500),
         }))
-        .unwrap()
     }
 
     #[test]
