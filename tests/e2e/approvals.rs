@@ -634,7 +634,7 @@ fn ctrl_c_keeps_the_request_and_extensions_reissue_the_certificate() {
     let (status, _, interrupted) = waiting.finish();
     assert!(!status.success());
     assert_one_error_line(&interrupted, &format!("jit wait {request_id}"));
-    assert_eq!(pending_ids(&carol), [request_id.clone()]);
+    assert_eq!(pending_ids(&carol), [request_id.as_str()]);
 
     jit_json(&carol, &format!("approve {request_id}"));
     let granted = jit_json(&bob, &format!("wait {request_id}"));
@@ -955,7 +955,7 @@ fn break_glass_issues_at_once_alerts_with_a_signature_and_waits_for_review() {
     let (_, body) = next_break_glass_alert(&deliveries);
     assert_eq!(body["details"]["request_id"], extension_id.as_str());
     assert_eq!(body["details"]["extends_grant"], grant_id);
-    assert_eq!(pending_ids(&carol), [extension_id.clone()]);
+    assert_eq!(pending_ids(&carol), [extension_id.as_str()]);
     jit_json(&carol, &format!("approve {extension_id}"));
     assert!(pending_ids(&carol).is_empty());
 }
