@@ -31,5 +31,6 @@ pub mod policy;
 pub mod revocation;
 pub mod server;
 pub mod service;
+pub mod sessions;
 pub mod signer;
 pub mod store;

@@ -170,6 +170,7 @@ pub async fn prepare(config: &Config) -> Result<Ready, StartError> {
     }
 
     let store = Arc::new(store);
+    let session_store: Arc<dyn crate::store::sessions::SessionStore> = store.clone();
     let auditor = crate::audit::start_audit(config, store.clone(), ca_key.fingerprint())
         .await
         .map_err(|error| StartError(error.to_string()))?;
@@ -195,6 +196,10 @@ pub async fn prepare(config: &Config) -> Result<Ready, StartError> {
     .await
     .map_err(|error| StartError(error.to_string()))?;
 
+    let sessions = Arc::new(crate::sessions::Sessions::new(
+        Arc::clone(&service),
+        session_store,
+    ));
     let state = AppState {
         service,
         verifier: Arc::new(verifier),
@@ -205,6 +210,7 @@ pub async fn prepare(config: &Config) -> Result<Ready, StartError> {
             scopes: config.oidc.scopes.clone(),
         },
         revocation: Arc::new(revocation),
+        sessions,
     };
     let app = router(Arc::new(state), &config.http);
     let app = crate::http::limits::apply(app, &config.limits);

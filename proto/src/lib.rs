@@ -9,6 +9,7 @@ pub mod audit;
 pub mod duration;
 pub mod names;
 pub mod revocation;
+pub mod sessions;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -271,6 +271,14 @@ pub struct Session {
     pub reason: Option<String>,
     /// For a termination: who ordered it (`null` when the grant ended).
     pub terminated_by: Option<Actor>,
+    /// Key ID of the certificate used.
+    pub key_id: Option<String>,
+    /// Whose grant it is, as the CA recorded the certificate.
+    pub holder: Option<Actor>,
+    /// When the connection was opened, by the host's clock.
+    pub started_at: Option<DateTime<Utc>>,
+    /// For an end or termination: when, by the host's clock.
+    pub ended_at: Option<DateTime<Utc>>,
 }
 
 /// One file the CA read at start, and its digest.
@@ -433,7 +441,11 @@ impl AuditEvent {
             AuditEvent::SessionStarted(event)
             | AuditEvent::SessionEnded(event)
             | AuditEvent::SessionTerminated(event) => AuditIndex {
-                user: event.terminated_by.as_ref().and_then(user_of),
+                user: event
+                    .holder
+                    .as_ref()
+                    .or(event.terminated_by.as_ref())
+                    .and_then(user_of),
                 host: some(&event.host),
                 grant_id: event.grant_id.clone(),
                 serial: event.serial,

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
 use jit_proto::audit::{AuditPage, AuditQuery, Checkpoint};
 
-use super::{authenticate, ApiError, AppState};
+use super::{authenticate, query_of, ApiError, AppState};
 
 /// The audit routes, merged into the main router.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -31,13 +31,7 @@ async fn records(
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let reader = authenticate(&state, &headers, peer).await?;
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            rejection.body_text(),
-        )
-    })?;
+    let query = query_of(query)?;
 
     let query_text = uri.query().unwrap_or_default();
     let page = state

@@ -28,6 +28,7 @@ mod approvals;
 mod audit;
 pub mod limits;
 pub mod revocation;
+mod sessions;
 
 use crate::config::HttpConfig;
 use crate::identity::{BearerToken, Identity, TokenError, TokenVerifier, UnverifiedClaims};
@@ -46,6 +47,8 @@ pub struct AppState {
     pub client_config: ClientConfig,
     /// Revocations, the KRL and enrolled hosts.
     pub revocation: Arc<revocation::RevocationState>,
+    /// Login sessions on enrolled hosts.
+    pub sessions: Arc<crate::sessions::Sessions>,
 }
 
 /// An error on its way to the caller.
@@ -199,6 +202,7 @@ pub fn router(state: Arc<AppState>, limits: &HttpConfig) -> Router {
         .merge(approvals::routes())
         .merge(audit::routes())
         .merge(revocation::routes())
+        .merge(sessions::routes())
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -291,6 +295,21 @@ pub(crate) fn client_info(headers: &HeaderMap, peer: SocketAddr) -> ClientInfo {
         address: peer.ip(),
         user_agent,
     }
+}
+
+/// A request's query parameters, or a 400 naming what is wrong with them.
+pub(crate) fn query_of<T>(
+    query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    query
+        .map(|axum::extract::Query(query)| query)
+        .map_err(|rejection| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                rejection.body_text(),
+            )
+        })
 }
 
 pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(

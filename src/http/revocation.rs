@@ -35,7 +35,7 @@ use jit_proto::revocation::{
 };
 use serde::Deserialize;
 
-use super::{authenticate, clip, decode_json, ApiError, AppState};
+use super::{authenticate, clip, decode_json, query_of, ApiError, AppState};
 use crate::hosts::{HostError, Hosts};
 use crate::revocation::{RevocationError, Revocations};
 use crate::service::Service;
@@ -169,13 +169,7 @@ async fn get_krl(
     query: Result<Query<KrlQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            rejection.body_text(),
-        )
-    })?;
+    let query = query_of(query)?;
     let revocations = &state.revocation.revocations;
     let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(state.revocation.max_wait);
 

@@ -8,9 +8,11 @@
 
 pub mod audit;
 pub mod revocation;
+pub mod sessions;
 pub mod sqlite;
 pub mod sqlite_audit;
 mod sqlite_revocation;
+mod sqlite_sessions;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
