@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use jit_proto::revocation::{
     HostConfig, HostEnrollRequest, HostRefreshRequest, SignedHostRequest, HOST_SIGNATURE_NAMESPACE,
 };
+use jit_proto::sessions::SessionReportAnswer;
 use jit_proto::ErrorBody;
 use rand::RngCore;
 use reqwest::header::{ETAG, IF_NONE_MATCH};
@@ -143,6 +144,14 @@ impl CaClient {
         self.post_json("v1/hosts/refresh", request).await
     }
 
+    /// `POST /v1/hosts/sessions`: a session report, signed with the host key.
+    pub async fn report_sessions(
+        &self,
+        request: &SignedHostRequest,
+    ) -> Result<SessionReportAnswer, CaError> {
+        self.post_json("v1/hosts/sessions", request).await
+    }
+
     async fn post_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -178,21 +187,31 @@ pub fn sign_refresh(
     name: &str,
     now: DateTime<Utc>,
 ) -> Result<SignedHostRequest, CaError> {
-    let mut nonce = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut nonce);
     let statement = HostRefreshRequest {
         name: name.to_owned(),
         signed_at: now.timestamp(),
-        nonce: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce),
+        nonce: new_nonce(),
     };
+    sign_statement(host_key, HOST_SIGNATURE_NAMESPACE, &statement)
+}
+
+/// Random text for a signed statement, so that it cannot be replayed.
+pub fn new_nonce() -> String {
+    let mut nonce = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce)
+}
+
+/// `statement` as JSON text, signed with the host key in `namespace` (SSHSIG).
+pub fn sign_statement<T: serde::Serialize>(
+    host_key: &PrivateKey,
+    namespace: &str,
+    statement: &T,
+) -> Result<SignedHostRequest, CaError> {
     let payload =
-        serde_json::to_string(&statement).map_err(|error| CaError::Signing(error.to_string()))?;
+        serde_json::to_string(statement).map_err(|error| CaError::Signing(error.to_string()))?;
     let signature = host_key
-        .sign(
-            HOST_SIGNATURE_NAMESPACE,
-            HashAlg::Sha512,
-            payload.as_bytes(),
-        )
+        .sign(namespace, HashAlg::Sha512, payload.as_bytes())
         .and_then(|signature| signature.to_pem(LineEnding::LF))
         .map_err(|error| CaError::Signing(error.to_string()))?;
     Ok(SignedHostRequest { payload, signature })

@@ -28,7 +28,8 @@
 //! The modules go from the bottom up: [`files`] writes atomically, [`layout`] names the files,
 //! [`checks`] decides what may be installed and [`install`] installs it, [`ca`] talks to the
 //! CA, [`sshd`] validates and reloads, and [`setup`], [`run`] and [`status`] are the three
-//! commands.
+//! commands. [`sessions`] watches the SSH sessions opened with the CA's certificates while
+//! `run` runs, and ends those whose certificate is revoked or expires.
 
 pub mod ca;
 pub mod checks;
@@ -36,6 +37,7 @@ pub mod files;
 pub mod install;
 pub mod layout;
 pub mod run;
+pub mod sessions;
 pub mod setup;
 pub mod sshd;
 pub mod status;

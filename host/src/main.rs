@@ -10,6 +10,7 @@ use chrono::Utc;
 use clap::{Parser, Subcommand};
 use jit_host::layout::Layout;
 use jit_host::run::RunOptions;
+use jit_host::sessions::SessionOptions;
 use jit_host::setup::SetupArgs;
 use tracing_subscriber::EnvFilter;
 
@@ -36,6 +37,13 @@ enum Command {
         /// How often CA keys, principals and the host certificate are refreshed.
         #[arg(long, default_value = "5m", value_parser = jit_proto::parse_duration)]
         refresh_every: Duration,
+        /// How long before its certificate expires a session is warned on its terminal; it is
+        /// closed when the certificate expires (at once when it is revoked).
+        #[arg(long, default_value = "60s", value_parser = jit_proto::parse_duration)]
+        grace: Duration,
+        /// How often SSH sessions are scanned (besides right after each new KRL).
+        #[arg(long, default_value = "1s", value_parser = jit_proto::parse_duration)]
+        scan_every: Duration,
     },
     /// Say how old the installed KRL is and whether it matches the CA's; exits 1 when not.
     Status {
@@ -104,10 +112,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             state_dir,
             poll_wait,
             refresh_every,
+            grace,
+            scan_every,
         } => {
             let options = RunOptions {
                 poll_wait,
                 refresh_every,
+                sessions: SessionOptions {
+                    grace,
+                    scan_every,
+                    ..SessionOptions::default()
+                },
             };
             let layout = Layout::new(&state_dir);
             runtime.block_on(jit_host::run::run(

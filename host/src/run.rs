@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use crate::ca::{sign_refresh, CaClient, KrlFetch};
 use crate::install::{install_host_config, install_krl, installed_krl, load_or_create_host_key};
 use crate::layout::{read_json, write_json, AgentConfig, Layout, SyncState};
+use crate::sessions::SessionOptions;
 use crate::{sshd, AgentError};
 
 /// The longest pause after failures.
@@ -33,6 +34,8 @@ pub struct RunOptions {
     pub poll_wait: Duration,
     /// How often the CA keys, principals and host certificate are refreshed.
     pub refresh_every: Duration,
+    /// How sessions are watched and ended.
+    pub sessions: SessionOptions,
 }
 
 /// Doubling pauses after consecutive failures, from 1 s to [`MAX_BACKOFF`].
@@ -69,6 +72,18 @@ pub async fn run(
     let ca = CaClient::new(&agent.server)?;
     let mut sync: SyncState = read_json(&layout.sync_file())?.unwrap_or_default();
     tokio::pin!(shutdown);
+
+    // The session monitor scans again as soon as a new KRL is installed.
+    let krl_changes = tokio::sync::watch::Sender::new(installed_krl(layout)?.unwrap_or(0));
+    crate::sessions::spawn(
+        layout,
+        options.sessions,
+        ca.clone(),
+        host_key.clone(),
+        agent.name.clone(),
+        clock,
+        krl_changes.subscribe(),
+    );
 
     let mut krl_backoff = Backoff::default();
     let mut refresh_backoff = Backoff::default();
@@ -142,6 +157,9 @@ pub async fn run(
 
         let changed =
             sync.krl_version != before.krl_version || sync.last_error != before.last_error;
+        if sync.krl_version != before.krl_version {
+            krl_changes.send_replace(sync.krl_version);
+        }
         if changed || sync_written.elapsed() >= SYNC_WRITE_INTERVAL {
             if let Err(error) = write_json(&layout.sync_file(), &sync) {
                 tracing::warn!(%error, "cannot record the sync state");
