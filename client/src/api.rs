@@ -290,13 +290,7 @@ impl CaClient {
         id_token: &Secret,
         query: &jit_proto::audit::AuditQuery,
     ) -> Result<jit_proto::audit::AuditPage, ApiError> {
-        let url = self.server.endpoint("v1/audit");
-        let call = self
-            .http
-            .get(url.clone())
-            .query(query)
-            .bearer_auth(id_token.expose());
-        self.send(url, call).await
+        self.get_with_query("v1/audit", id_token, query).await
     }
 
     /// `GET /v1/audit/checkpoint`: the newest signed checkpoint of the audit log.
@@ -321,6 +315,31 @@ impl CaClient {
             .post(url.clone())
             .bearer_auth(id_token.expose())
             .json(body);
+        self.send(url, call).await
+    }
+
+    /// `GET /v1/sessions`: the open sessions the caller may see.
+    pub async fn list_sessions(
+        &self,
+        id_token: &Secret,
+        query: &jit_proto::sessions::SessionQuery,
+    ) -> Result<jit_proto::sessions::SessionList, ApiError> {
+        self.get_with_query("v1/sessions", id_token, query).await
+    }
+
+    /// `GET path?query` as the holder of `id_token`.
+    async fn get_with_query<Q: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        id_token: &Secret,
+        query: &Q,
+    ) -> Result<T, ApiError> {
+        let url = self.server.endpoint(path);
+        let call = self
+            .http
+            .get(url.clone())
+            .query(query)
+            .bearer_auth(id_token.expose());
         self.send(url, call).await
     }
 

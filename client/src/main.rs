@@ -63,6 +63,8 @@ enum Command {
     /// End access early: a grant, a certificate (--serial), every grant of a person (--user)
     /// or a public key (--key); removes your own copies from the agent and this machine.
     Revoke(jit_client::commands::revoke::RevokeCli),
+    /// Show who is logged in where under which grant (auditors and approvers see others').
+    Sessions(jit_client::commands::sessions::SessionsCli),
     /// Trust the servers' host certificates: writes a known_hosts file `jit ssh` uses and
     /// prints a Host block for ~/.ssh/config.
     SshConfig(jit_client::commands::ssh_config::SshConfigCli),
@@ -300,6 +302,9 @@ async fn run_async(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Audit { command } => audit::run(context, command).await,
         Command::Revoke(revoke_cli) => {
             jit_client::commands::revoke::run(context, &revoke_cli).await
+        }
+        Command::Sessions(sessions_cli) => {
+            jit_client::commands::sessions::run(context, &sessions_cli).await
         }
         Command::SshConfig(ssh_config_cli) => {
             jit_client::commands::ssh_config::run(context, &ssh_config_cli).await

@@ -8,6 +8,7 @@ pub mod login;
 pub mod request;
 pub mod review;
 pub mod revoke;
+pub mod sessions;
 pub mod ssh;
 pub mod ssh_config;
 pub mod status;
