@@ -10,6 +10,7 @@ mod foundation;
 mod oidc_provider;
 mod request_suite;
 mod revocation;
+mod sessions;
 mod sshd_support;
 mod support;
 mod token_suite;

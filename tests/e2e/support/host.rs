@@ -214,6 +214,27 @@ impl ManagedHost {
         certificate: &Path,
         known_hosts: Option<&Path>,
     ) -> Login {
+        let mut command = self.ssh_command(host_alias, identity, Some(certificate), known_hosts);
+        command
+            .arg(format!("{user}@{host_alias}"))
+            .arg("echo logged-in");
+        let output = run_bounded(command, None, Duration::from_secs(20));
+        Login {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// The real `ssh` with its options set for this host (as [`ManagedHost::ssh`] describes;
+    /// without `certificate`, `identity` is offered as a plain key), before the destination.
+    pub fn ssh_command(
+        &self,
+        host_alias: &str,
+        identity: &Path,
+        certificate: Option<&Path>,
+        known_hosts: Option<&Path>,
+    ) -> Command {
         let mut command = Command::new("ssh");
         command.args([
             "-F",
@@ -226,9 +247,11 @@ impl ManagedHost {
         command
             .arg("-o")
             .arg(format!("IdentityFile={}", identity.display()));
-        command
-            .arg("-o")
-            .arg(format!("CertificateFile={}", certificate.display()));
+        if let Some(certificate) = certificate {
+            command
+                .arg("-o")
+                .arg(format!("CertificateFile={}", certificate.display()));
+        }
         command.args([
             "-o",
             "IdentityAgent=none",
@@ -251,14 +274,6 @@ impl ManagedHost {
         command.args(["-o", "HostName=127.0.0.1", "-o", "ConnectTimeout=5"]);
         command.arg("-p").arg(self.port.to_string());
         command
-            .arg(format!("{user}@{host_alias}"))
-            .arg("echo logged-in");
-        let output = run_bounded(command, None, Duration::from_secs(20));
-        Login {
-            success: output.status.success(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
     }
 
     /// Waits (at most `timeout`) until `ready` holds for the agent's state, returning whether
