@@ -28,6 +28,13 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Connections that commit without their own flush (`synchronous = NORMAL`), for the one
+    /// write whose content is already durable elsewhere: the certificate issued on the
+    /// auto-approved path, whose full text the audit log flushed before it. In WAL mode such a
+    /// commit survives a crash of the process (SIGKILL) and is flushed by the next durable
+    /// commit; only a power loss in between can drop it, and the audit record still holds it.
+    /// Serial reservations, reviews and revocations always use the durable pool.
+    relaxed: SqlitePool,
 }
 
 pub(super) fn query_error(error: sqlx::Error) -> StoreError {
@@ -87,15 +94,20 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|error| open_error(error.to_string()))?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
             .map_err(|error| open_error(error.to_string()))?;
+        let relaxed = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .await
+            .map_err(|error| open_error(error.to_string()))?;
 
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, relaxed })
     }
 
     /// The underlying pool, for tests and maintenance commands.
@@ -369,7 +381,8 @@ impl Store for SqliteStore {
     }
 
     async fn record_issuance(&self, issuance: &Issuance) -> StoreResult<()> {
-        let mut transaction = self.pool.begin().await.map_err(query_error)?;
+        // The caller recorded the certificate durably in the audit log first; see `relaxed`.
+        let mut transaction = self.relaxed.begin().await.map_err(query_error)?;
         insert_request_in(&mut transaction, &issuance.request).await?;
 
         insert_grant_in(&mut transaction, &issuance.grant).await?;
