@@ -31,6 +31,7 @@ use crate::hosts::{HostError, Hosts};
 use crate::identity::Identity;
 use crate::policy::ReviewFacts;
 use crate::service::{owned_by, Service};
+use crate::store::revocation::HostRecord;
 use crate::store::sessions::{SessionRecord, SessionStore};
 use crate::store::StoreError;
 
@@ -138,7 +139,7 @@ impl Sessions {
         let mut settled = BTreeSet::new();
         for event in &report.events {
             settled.insert(event.session.session_id.clone());
-            self.apply(&host.name, event, now, &mut outcome).await?;
+            self.apply(&host, event, now, &mut outcome).await?;
         }
 
         // What the agent no longer lists ended while it was not looking (it restarted, say).
@@ -160,13 +161,17 @@ impl Sessions {
 
     async fn apply(
         &self,
-        host: &str,
+        host: &HostRecord,
         event: &SessionEvent,
         now: DateTime<Utc>,
         outcome: &mut ReportOutcome,
     ) -> Result<(), SessionError> {
         let reported = &event.session;
-        let record = match self.store.find_session(host, &reported.session_id).await? {
+        let known = self
+            .store
+            .find_session(&host.name, &reported.session_id)
+            .await?;
+        let record = match known {
             Some(_) if event.change == SessionChange::Started => {
                 outcome.answer.known += 1;
                 return Ok(());
@@ -212,7 +217,7 @@ impl Sessions {
     /// Records and stores a session new to the CA, or says why it is refused.
     async fn start(
         &self,
-        host: &str,
+        host: &HostRecord,
         reported: &ReportedSession,
         now: DateTime<Utc>,
     ) -> Result<Result<SessionRecord, String>, SessionError> {
@@ -224,15 +229,23 @@ impl Sessions {
         if certificate.key_id != reported.key_id {
             return Ok(Err("the key ID is not the one the CA issued".into()));
         }
-        let opens_user = certificate.principals.iter().any(|principal| {
-            principal
-                .split_once('@')
-                .is_some_and(|(unix_user, _)| unix_user == reported.unix_user)
-        });
-        if !opens_user {
+        // Only a principal that opens this Unix user on this host (by name or by one of its
+        // groups) could have let the session in: a host cannot claim others' certificates.
+        let unix_user = reported.unix_user.as_str();
+        let mut openers = vec![jit_proto::principal_for_host(unix_user, &host.name)];
+        openers.extend(
+            host.groups
+                .iter()
+                .map(|group| jit_proto::principal_for_group(unix_user, group)),
+        );
+        if !certificate
+            .principals
+            .iter()
+            .any(|principal| openers.contains(principal))
+        {
             return Ok(Err(format!(
-                "the certificate names no principal for Unix user `{}`",
-                jit_proto::clip_for_display(&reported.unix_user)
+                "the certificate names no principal opening Unix user `{}` on this host",
+                jit_proto::clip_for_display(unix_user)
             )));
         }
         let Some(grant) = store.revocable_grant(&certificate.grant_id).await? else {
@@ -244,7 +257,7 @@ impl Sessions {
         };
 
         let record = SessionRecord {
-            host: host.to_owned(),
+            host: host.name.clone(),
             session_id: reported.session_id.clone(),
             unix_user: reported.unix_user.clone(),
             serial: certificate.serial,
