@@ -60,6 +60,9 @@ pub const PROC_ROOT: &str = "/proc";
 /// architecture the agent runs on).
 const TICKS_PER_SECOND: u64 = 100;
 
+/// How long sshd gets to pass a closing notice on to the client before it is signalled.
+const NOTICE_DELAY: Duration = Duration::from_millis(200);
+
 /// A connection whose credential cannot be read for this long is logged, once.
 const UNKNOWN_WARNING_AFTER: Duration = Duration::from_secs(10);
 
@@ -375,6 +378,7 @@ impl Monitor {
         let started = Instant::now();
         let table = ProcessTable::read(&self.proc_root).unwrap_or_default();
         let mut targets = Vec::new();
+        let mut told = false;
         for (id, cause) in &ending {
             let Some(tracked) = self.tracked.get(id) else {
                 continue;
@@ -389,13 +393,18 @@ impl Monitor {
                     tracked.grant_id
                 ),
             };
-            terminate::tell(&self.proc_root, &table, &tracked.connection, &message);
+            told |= terminate::tell(&self.proc_root, &table, &tracked.connection, &message);
             targets.push(Target::new(
                 tracked.connection.clone(),
                 tracked.auth_path.clone(),
             ));
         }
 
+        // sshd forwards what was written only while it runs: give it a moment to pass the
+        // notice on before it is signalled.
+        if told {
+            tokio::time::sleep(NOTICE_DELAY).await;
+        }
         let outcome =
             terminate::end_sessions(&self.proc_root, &mut targets, self.options.kill_after).await;
         let ended_at = now + TimeDelta::from_std(started.elapsed()).unwrap_or_default();

@@ -18,8 +18,12 @@ use jit_proto::sessions::{
 use ssh_key::PrivateKey;
 use tokio::sync::Notify;
 
-use crate::ca::{new_nonce, sign_statement, CaClient};
+use crate::ca::{new_nonce, sign_statement, CaClient, CaError};
 use crate::run::Backoff;
+
+/// Changes sent in one report at first: a few kilobytes, well inside the CA's body limit. A
+/// report the CA finds too large is sent again in halves.
+const REPORT_BATCH: usize = 16;
 
 /// Changes kept while the CA is unreachable; beyond it the oldest go (the CA then settles
 /// those sessions from the live list of the next report).
@@ -60,13 +64,13 @@ impl Outbox {
         self.live_changed || !self.events.is_empty()
     }
 
-    /// The next report's content: the oldest changes (up to [`MAX_REPORT_EVENTS`]) and the
-    /// live list.
-    fn next(&self) -> (Vec<SessionEvent>, Vec<String>) {
+    /// The next report's content: the oldest changes (up to `batch`, and never more than
+    /// [`MAX_REPORT_EVENTS`]) and the live list.
+    fn next(&self, batch: usize) -> (Vec<SessionEvent>, Vec<String>) {
         let events = self
             .events
             .iter()
-            .take(MAX_REPORT_EVENTS)
+            .take(batch.min(MAX_REPORT_EVENTS))
             .cloned()
             .collect();
         (events, self.live.clone())
@@ -118,11 +122,12 @@ pub async fn reporter(
     clock: fn() -> DateTime<Utc>,
 ) {
     let mut backoff = Backoff::default();
+    let mut batch = REPORT_BATCH;
     loop {
         let pending = mailbox
             .outbox
             .lock()
-            .map(|outbox| outbox.has_news().then(|| outbox.next()))
+            .map(|outbox| outbox.has_news().then(|| outbox.next(batch)))
             .unwrap_or(None);
         let Some((events, live)) = pending else {
             mailbox.bell.notified().await;
@@ -166,6 +171,13 @@ pub async fn reporter(
                     }
                 }
             }
+            Err(CaError::Rejected { status: 413, .. }) if batch > 1 => {
+                batch = (batch / 2).max(1);
+                tracing::warn!(
+                    batch,
+                    "session report too large for the CA; sending fewer changes at once"
+                );
+            }
             Err(error) => {
                 let pause: Duration = backoff.next_pause();
                 tracing::warn!(%error, retry_in_secs = pause.as_secs(), "session report failed; kept for the next attempt");
@@ -205,14 +217,14 @@ mod tests {
         outbox.push(event("s-1"));
         outbox.set_live(vec!["s-1".into()]);
 
-        let (events, live) = outbox.next();
+        let (events, live) = outbox.next(REPORT_BATCH);
         outbox.push(event("s-2"));
         outbox.set_live(vec!["s-2".into(), "s-1".into()]);
         outbox.accepted(events.len(), &live);
 
         // s-2 and the newer live list are still to be sent.
         assert!(outbox.has_news());
-        let (events, live) = outbox.next();
+        let (events, live) = outbox.next(REPORT_BATCH);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].session.session_id, "s-2");
         assert_eq!(live, ["s-1", "s-2"]);
