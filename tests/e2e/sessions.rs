@@ -213,42 +213,65 @@ impl Drop for Held {
     }
 }
 
+/// Three processes a session starts, told apart by their `sleep` durations (unique to this
+/// test process, so a concurrent or earlier run cannot be mistaken for them): the foreground
+/// command, a background child in the session, and one that left it with `setsid`. Whatever is
+/// left of them is killed on drop, so a failed test leaves nothing behind.
+struct Sleepers {
+    base: u32,
+}
+
+impl Sleepers {
+    fn new(slot: u32) -> Sleepers {
+        Sleepers {
+            base: 1_000_000 + (std::process::id() % 10_000) * 100 + slot * 10,
+        }
+    }
+
+    /// The remote command that starts them.
+    fn command(&self) -> String {
+        let base = self.base;
+        format!(
+            "sleep {} & setsid sleep {} & exec sleep {base}",
+            base + 1,
+            base + 2
+        )
+    }
+
+    /// The pids of each of the three still running.
+    fn running(&self) -> [Vec<u32>; 3] {
+        [0, 1, 2].map(|offset| sleeping(self.base + offset))
+    }
+
+    fn all_running(&self) -> bool {
+        self.running().iter().all(|pids| !pids.is_empty())
+    }
+
+    fn none_running(&self) -> bool {
+        self.running().iter().all(Vec::is_empty)
+    }
+}
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        let pids: Vec<String> = self.running().concat().iter().map(u32::to_string).collect();
+        if !pids.is_empty() {
+            let _ = Command::new("kill").arg("-KILL").args(&pids).status();
+        }
+    }
+}
+
 /// The pids of processes running exactly `sleep SECONDS`.
 fn sleeping(seconds: u32) -> Vec<u32> {
     let wanted = format!("sleep\0{seconds}\0");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse().ok())
-        else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if cmdline == wanted.as_bytes() {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-/// A remote command that leaves processes behind in three ways: a background child in the
-/// session, one that left the session with `setsid`, and the foreground command itself.
-fn remote_sleepers(base: u32) -> String {
-    format!(
-        "sleep {} & setsid sleep {} & exec sleep {base}",
-        base + 1,
-        base + 2
-    )
-}
-
-fn all_sleeping(base: u32) -> bool {
-    (base..base + 3).all(|seconds| !sleeping(seconds).is_empty())
-}
-
-fn none_sleeping(base: u32) -> bool {
-    (base..base + 3).all(|seconds| sleeping(seconds).is_empty())
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            std::fs::read(entry.path().join("cmdline")).unwrap_or_default() == wanted.as_bytes()
+        })
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// `jit sessions --json` as `client`.
@@ -319,21 +342,22 @@ fn revoking_a_grant_closes_its_session_within_five_seconds_and_nothing_else() {
     let frank_grant = grant(&frank_client, &[]);
     let alice_id = alice_grant["grant_id"].as_str().unwrap().to_owned();
     let frank_id = frank_grant["grant_id"].as_str().unwrap().to_owned();
+    let [alice_sleepers, frank_sleepers, plain_sleepers] = [0, 1, 2].map(Sleepers::new);
     let mut alice_session = Held::open(
         &host,
         &path_of(&alice_grant, "key_path"),
         Some(&path_of(&alice_grant, "cert_path")),
         false,
-        &remote_sleepers(3100),
+        &alice_sleepers.command(),
     );
     let mut frank_session = Held::open(
         &host,
         &path_of(&frank_grant, "key_path"),
         Some(&path_of(&frank_grant, "cert_path")),
         true,
-        &remote_sleepers(3200),
+        &frank_sleepers.command(),
     );
-    let mut plain_session = Held::open(&host, &plain_key, None, false, &remote_sleepers(3300));
+    let mut plain_session = Held::open(&host, &plain_key, None, false, &plain_sleepers.command());
 
     // Both certificate sessions are found and reported; the plain one is not the CA's.
     let mut expected = vec![alice_id.clone(), frank_id.clone()];
@@ -348,7 +372,17 @@ fn revoking_a_grant_closes_its_session_within_five_seconds_and_nothing_else() {
             host.agent_log()
         )
     });
-    assert!(all_sleeping(3100) && all_sleeping(3200) && all_sleeping(3300));
+    // The remote shells start their processes a moment after the sessions open.
+    let all_started = poll_until(Duration::from_secs(5), || {
+        [&alice_sleepers, &frank_sleepers, &plain_sleepers]
+            .iter()
+            .all(|sleepers| sleepers.all_running())
+            .then_some(())
+    });
+    assert!(
+        all_started.is_some(),
+        "the sessions' processes never all ran"
+    );
     let alice_row = listed
         .iter()
         .find(|session| session["grant_id"] == alice_id.as_str())
@@ -389,14 +423,12 @@ fn revoking_a_grant_closes_its_session_within_five_seconds_and_nothing_else() {
         )
     });
     let emptied = poll_until(Duration::from_secs(1), || {
-        none_sleeping(3100).then(Instant::now)
+        alice_sleepers.none_running().then(Instant::now)
     });
     let emptied = emptied.unwrap_or_else(|| {
         panic!(
-            "processes of alice's session survived: {:?} {:?} {:?}",
-            sleeping(3100),
-            sleeping(3101),
-            sleeping(3102)
+            "processes of alice's session survived: {:?}",
+            alice_sleepers.running()
         )
     });
     eprintln!(
@@ -418,7 +450,7 @@ fn revoking_a_grant_closes_its_session_within_five_seconds_and_nothing_else() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(frank_session.is_open(), "{}", frank_session.output());
     assert!(plain_session.is_open(), "{}", plain_session.output());
-    assert!(all_sleeping(3200) && all_sleeping(3300));
+    assert!(frank_sleepers.all_running() && plain_sleepers.all_running());
     let still_listed = poll_until(Duration::from_secs(5), || {
         (grants_of(&sessions(&auditor)) == [frank_id.as_str()]).then_some(())
     });
@@ -462,12 +494,13 @@ fn a_grant_that_expires_is_warned_then_closed_at_its_end() {
     let grant_id = short["grant_id"].as_str().unwrap().to_owned();
     let valid_before: chrono::DateTime<chrono::Utc> =
         serde_json::from_value(short["valid_before"].clone()).unwrap();
+    let sleepers = Sleepers::new(3);
     let mut session = Held::open(
         &host,
         &path_of(&short, "key_path"),
         Some(&path_of(&short, "cert_path")),
         true,
-        &remote_sleepers(3400),
+        &sleepers.command(),
     );
     let seen = poll_until(Duration::from_secs(10), || {
         (grants_of(&sessions(&auditor)) == [grant_id.as_str()]).then_some(())
@@ -477,6 +510,10 @@ fn a_grant_that_expires_is_warned_then_closed_at_its_end() {
         "never listed; agent log:\n{}",
         host.agent_log()
     );
+    let started = poll_until(Duration::from_secs(5), || {
+        sleepers.all_running().then_some(())
+    });
+    assert!(started.is_some(), "the session's processes never all ran");
 
     // The warning comes on the session's terminal, within the grace, before the end.
     let warned = poll_until(Duration::from_secs(20), || {
@@ -510,7 +547,9 @@ fn a_grant_that_expires_is_warned_then_closed_at_its_end() {
         (-1_000..=4_000).contains(&after_end),
         "closed {after_end} ms after valid_before"
     );
-    let emptied = poll_until(Duration::from_secs(1), || none_sleeping(3400).then_some(()));
+    let emptied = poll_until(Duration::from_secs(1), || {
+        sleepers.none_running().then_some(())
+    });
     assert!(
         emptied.is_some(),
         "processes of the session survived its end"
