@@ -436,7 +436,10 @@ mod tests {
         assert_eq!(plain.audit.key_file, Path::new("/etc/jit-ca/audit_key"));
         assert_eq!(plain.audit.jsonl, None);
         assert_eq!(plain.audit.checkpoint_interval_secs, 300);
-        assert_eq!(copied.audit.jsonl.as_deref(), Some("/etc/jit-ca/audit.jsonl"));
+        assert_eq!(
+            copied.audit.jsonl.as_deref(),
+            Some("/etc/jit-ca/audit.jsonl")
+        );
         assert_eq!(streamed.audit.jsonl.as_deref(), Some("-"));
     }
 

@@ -447,9 +447,15 @@ fn host_enroll(
     let (token, record) = runtime.block_on(async {
         let store = jit_ca::store::sqlite::SqliteStore::open(&config.store.url).await?;
         let now = Utc::now();
-        let made =
-            jit_ca::hosts::create_enrollment_token(&store, &policy.profiles, name, groups, ttl, now)
-                .await?;
+        let made = jit_ca::hosts::create_enrollment_token(
+            &store,
+            &policy.profiles,
+            name,
+            groups,
+            ttl,
+            now,
+        )
+        .await?;
         anyhow::Ok(made)
     })?;
     // The token goes to standard output alone, so that it can be captured; it is not logged.

@@ -13,5 +13,5 @@ mod revocation;
 mod sessions;
 mod sshd_support;
 mod support;
-mod token_suite;
 mod tls_suite;
+mod token_suite;
