@@ -26,6 +26,7 @@ use crate::jitca;
 use crate::shape::CertShape;
 use crate::stats::Latencies;
 use crate::subjects::SubjectKey;
+use crate::tokens::SigningKey;
 
 /// How long one in-process measurement may run at most.
 const TIME_LIMIT: Duration = Duration::from_secs(2);
@@ -78,6 +79,41 @@ fn repeat(
     })
 }
 
+/// An operation to measure against others, and its label.
+type Contender<'a> = (String, Box<dyn FnMut(usize) -> anyhow::Result<()> + 'a>);
+
+/// Measures `contenders` in alternating rounds and keeps each one's fastest round, so that a
+/// burst of load from other processes on this shared machine cannot favour one of them.
+fn interleaved(
+    mut contenders: Vec<Contender<'_>>,
+    per_round: usize,
+    rounds: usize,
+) -> anyhow::Result<Vec<Measured>> {
+    let mut best: Vec<Option<Duration>> = vec![None; contenders.len()];
+    let mut next_index = 0;
+    for _round in 0..rounds {
+        for (slot, (_, operation)) in contenders.iter_mut().enumerate() {
+            let started = Instant::now();
+            for _ in 0..per_round {
+                operation(next_index)?;
+                next_index += 1;
+            }
+            let elapsed = started.elapsed();
+            best[slot] = Some(best[slot].map_or(elapsed, |fastest| fastest.min(elapsed)));
+        }
+    }
+    Ok(contenders
+        .into_iter()
+        .zip(best)
+        .map(|((label, _), elapsed)| Measured {
+            label,
+            operations: per_round,
+            elapsed: elapsed.unwrap_or_default(),
+            latencies: None,
+        })
+        .collect())
+}
+
 /// The certificate order the service would build for `key`, in the benchmark shape.
 fn order(shape: &CertShape, key: &SubjectKey, serial: u64, now: u64) -> CertificateOrder {
     CertificateOrder {
@@ -101,9 +137,7 @@ pub fn signing(
     scratch: &Path,
 ) -> anyhow::Result<Vec<Measured>> {
     let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
-    let count = 20_000;
     let key_at = |index: usize| &keys[index % keys.len()];
-    let mut results = Vec::new();
 
     let ca_key = CaKey::generate(&scratch.join("ceiling_ca_key"), None)?;
     let sample = ca_key.sign(&order(shape, key_at(0), 1, now), &mut rand::thread_rng())?;
@@ -113,20 +147,18 @@ pub fn signing(
 
     let dalek = ed25519_dalek::SigningKey::from_bytes(&rand::random());
     let message = vec![0x42u8; signed_len];
-    results.push(repeat(
-        &format!("Ed25519 signature of {signed_len} bytes (ed25519-dalek)"),
-        count,
-        |_| {
+    let plain_key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)?;
+
+    let raw_signature: Contender = (
+        format!("Ed25519 signature of {signed_len} bytes (ed25519-dalek)"),
+        Box::new(|_| {
             std::hint::black_box(dalek.sign(std::hint::black_box(&message)));
             Ok(())
-        },
-    )?);
-
-    let plain_key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)?;
-    results.push(repeat(
-        "ssh-key certificate build + sign (plain PrivateKey)",
-        count,
-        |index| {
+        }),
+    );
+    let raw_builder: Contender = (
+        "ssh-key certificate build + sign (plain PrivateKey)".into(),
+        Box::new(|index| {
             let key = key_at(index);
             let mut builder = Builder::new_with_random_nonce(
                 &mut rand::thread_rng(),
@@ -146,46 +178,71 @@ pub fn signing(
             }
             std::hint::black_box(builder.sign(&plain_key)?);
             Ok(())
-        },
-    )?);
-
-    results.push(repeat(
-        "CaKey::sign (jit_ca::signer), the ceiling",
-        count,
-        |index| {
+        }),
+    );
+    let ca_sign: Contender = (
+        "CaKey::sign (jit_ca::signer), the ceiling".into(),
+        Box::new(|index| {
             let order = order(shape, key_at(index), index as u64 + 1, now);
             std::hint::black_box(ca_key.sign(&order, &mut rand::thread_rng())?);
             Ok(())
-        },
-    )?);
-
-    results.push(repeat(
-        "CaKey::sign + OpenSSH text encoding",
-        count,
-        |index| {
+        }),
+    );
+    let ca_sign_encoded: Contender = (
+        "CaKey::sign + OpenSSH text encoding".into(),
+        Box::new(|index| {
             let order = order(shape, key_at(index), index as u64 + 1, now);
             let certificate = ca_key.sign(&order, &mut rand::thread_rng())?;
             std::hint::black_box(certificate.to_openssh()?);
             Ok(())
-        },
-    )?);
-    Ok(results)
+        }),
+    );
+    interleaved(
+        vec![raw_signature, raw_builder, ca_sign, ca_sign_encoded],
+        2_000,
+        7,
+    )
 }
 
-/// Token verification per algorithm, against the bench's issuer, through the CA's verifier.
+/// Token verification per algorithm through the CA's verifier (against the bench's issuer),
+/// next to the bare signature check it cannot avoid.
 pub async fn token_verification(
     config: &Config,
-    tokens: &[(String, String)],
+    tokens: &[(&SigningKey, String)],
 ) -> anyhow::Result<(Vec<Measured>, Identity)> {
     let verifier = TokenVerifier::new(&config.oidc).map_err(anyhow::Error::msg)?;
     verifier.refresh().await.map_err(anyhow::Error::msg)?;
 
     let mut results = Vec::new();
     let mut identity = None;
-    for (algorithm, token) in tokens {
+    for (key, token) in tokens {
+        let algorithm = key.algorithm().name();
+        let bare_checks: [(&str, fn(&SigningKey, &str) -> bool); 2] = [
+            (
+                "alone (same crate as the CA uses)",
+                SigningKey::verify_signature,
+            ),
+            (
+                "with ring (in the build through rustls)",
+                SigningKey::verify_signature_with_ring,
+            ),
+        ];
+        for (how, check) in bare_checks {
+            if !check(key, token) {
+                anyhow::bail!("the bench's own {algorithm} token fails its check {how}");
+            }
+            results.push(repeat(
+                &format!("{algorithm} signature check {how}"),
+                5_000,
+                |_| {
+                    std::hint::black_box(check(key, token));
+                    Ok(())
+                },
+            )?);
+        }
+
         let token = BearerToken::new(token.clone());
         identity = Some(verifier.verify(&token, Utc::now()).await?);
-
         let started = Instant::now();
         let mut operations = 0;
         while operations < 5_000 && started.elapsed() < TIME_LIMIT {
@@ -209,7 +266,7 @@ pub fn policy_decision(config: &Config, identity: &Identity) -> anyhow::Result<M
     let input = RequestInput {
         profile: jitca::PROFILE.into(),
         target: jitca::HOST.into(),
-        unix_user: Some(jitca::UNIX_USER.into()),
+        unix_user: Some(jitca::unix_user().into()),
         duration: None,
         reason: "benchmark".into(),
         ticket: None,
@@ -233,8 +290,7 @@ pub async fn service(
     let ca_key = jit_ca::server::load_or_create_ca_key(&config.ca)?;
     let store = Arc::new(SqliteStore::open(&config.store.url).await?);
     // Built as `jit_ca::server::prepare` builds it, audit log included.
-    let auditor =
-        jit_ca::audit::start_audit(config, store.clone(), ca_key.fingerprint()).await?;
+    let auditor = jit_ca::audit::start_audit(config, store.clone(), ca_key.fingerprint()).await?;
     let service = Arc::new(Service::new(
         Arc::new(policy),
         Arc::new(ca_key),
@@ -284,7 +340,9 @@ pub async fn service(
     }
 
     Ok(Measured {
-        label: format!("service create_request, {concurrency} at once (policy + sign + store)"),
+        label: format!(
+            "service create_request, {concurrency} at once (policy + sign + audit + store)"
+        ),
         operations: latencies.len(),
         elapsed: started.elapsed(),
         latencies: Some(Latencies::new(latencies)),

@@ -3,19 +3,22 @@
 //!
 //! The configuration names only what has no default (listen address, issuer, key, store,
 //! policy files), so the CA runs on its embedded defaults: SQLite store, CA key created on
-//! first start, durable commits as in production.
+//! first start, durable commits and audit log as in production. The one exception is the rate
+//! limits, raised because the whole load comes from one address.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use hyper::header::HeaderValue;
 use hyper::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::load::{self, PreparedRequest, Target};
 use crate::procfs::{CpuTimes, Memory};
@@ -23,21 +26,35 @@ use crate::procfs::{CpuTimes, Memory};
 /// OAuth client id the CA expects as the tokens' audience.
 pub const CLIENT_ID: &str = "jit";
 
-/// The Unix user and host every benchmark certificate is for.
-pub const UNIX_USER: &str = "bench";
-/// See [`UNIX_USER`].
+/// The host every benchmark certificate is for.
 pub const HOST: &str = "db-1";
 /// The auto-approved profile the load asks for.
 pub const PROFILE: &str = "read-only";
 
+/// The Unix user every benchmark certificate is for: the one running the bench, so the
+/// revocation measurement can log in to a real sshd as it.
+pub fn unix_user() -> &'static str {
+    static USER: OnceLock<String> = OnceLock::new();
+    USER.get_or_init(|| {
+        Command::new("id")
+            .arg("-un")
+            .output()
+            .ok()
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "root".into())
+    })
+}
+
 /// One auto-approved profile, shaped like the end-to-end tests' `read-only` profile.
 fn profiles() -> String {
+    let unix_user = unix_user();
     format!(
         r#"[hosts]
 {HOST} = {{ groups = ["db-prod"] }}
 
 [profiles.{PROFILE}]
-unix_users = ["{UNIX_USER}"]
+unix_users = ["{unix_user}"]
 any_host = true
 default_duration = "30m"
 max_duration = "2h"
@@ -46,15 +63,22 @@ extensions = ["permit-pty"]
     )
 }
 
-/// Engineers may request the profile and have it approved at once.
+/// Engineers may request the profile and have it approved at once, and holders may revoke
+/// their own grants (what the revocation measurement does).
 fn rules() -> String {
     format!(
         r#"@id("engineers-auto")
 permit (principal in Group::"engineers", action in [Action::"request", Action::"auto_approve"], resource)
 when {{ context.profile == "{PROFILE}" }};
+
+@id("holders-revoke-their-own")
+permit (principal, action == Action::"revoke", resource) when {{ context.own }};
 "#
     )
 }
+
+/// A rate limit no benchmark reaches.
+const UNLIMITED: u32 = 1_000_000_000;
 
 /// Writes `jit-ca.toml`, `profiles.toml` and `policy.cedar` into `dir`; returns the config path.
 pub fn write_config(dir: &Path, listen: SocketAddr, issuer: &str) -> anyhow::Result<PathBuf> {
@@ -70,6 +94,13 @@ url = "sqlite://jit-ca.db"
 [policy]
 profiles = "profiles.toml"
 cedar = "policy.cedar"
+# All the load comes from one address and a few identities, so the limits are raised out of
+# its way; the limiter still runs on every request.
+[limits]
+per_address_per_minute = {UNLIMITED}
+per_address_burst = {UNLIMITED}
+per_identity_per_minute = {UNLIMITED}
+per_identity_burst = {UNLIMITED}
 "#
     );
     std::fs::write(dir.join("profiles.toml"), profiles())?;
@@ -84,7 +115,7 @@ pub fn request_body(public_key: &str) -> Bytes {
     let body = json!({
         "profile": PROFILE,
         "host": HOST,
-        "unix_user": UNIX_USER,
+        "unix_user": unix_user(),
         "reason": "benchmark",
         "public_key": public_key,
     });
@@ -107,13 +138,58 @@ pub fn prepare_requests(keys: &[String], tokens: &[String]) -> Vec<PreparedReque
         .collect()
 }
 
+/// One certificate the CA issued, as its answer to `POST /v1/requests` gave it.
+pub struct Issued {
+    /// The certificate, parsed.
+    pub certificate: ssh_key::Certificate,
+    /// The certificate in OpenSSH one-line form.
+    pub text: String,
+    /// The grant it belongs to.
+    pub grant_id: String,
+    /// When the grant started (the certificate's validity counts from there).
+    pub starts_at: DateTime<Utc>,
+}
+
+/// Asks the CA at `target` for one certificate of `public_key`, bearing `token`.
+pub async fn issue(target: &Target, token: &str, public_key: &str) -> anyhow::Result<Issued> {
+    let request = PreparedRequest {
+        path: "/v1/requests",
+        authorization: Some(HeaderValue::from_str(&format!("Bearer {token}"))?),
+        body: request_body(public_key),
+    };
+    let (status, body) = load::once(target, Method::POST, &request).await?;
+    if status != StatusCode::CREATED {
+        bail!(
+            "the CA answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    let view: Value = serde_json::from_slice(&body)?;
+    let grant = &view["grant"];
+    let text = grant["certificate"]["certificate"]
+        .as_str()
+        .context("no certificate in the CA's answer")?;
+    Ok(Issued {
+        certificate: ssh_key::Certificate::from_openssh(text)?,
+        text: text.to_owned(),
+        grant_id: grant["grant_id"]
+            .as_str()
+            .context("no grant id in the CA's answer")?
+            .to_owned(),
+        starts_at: grant["starts_at"]
+            .as_str()
+            .context("no grant start in the CA's answer")?
+            .parse()?,
+    })
+}
+
 /// A running `jit-ca serve`, stopped when dropped.
 pub struct CaProcess {
     child: Child,
     /// Where it listens.
     pub address: SocketAddr,
-    /// Its directory: configuration, key, database, log.
-    pub dir: PathBuf,
+    config: PathBuf,
 }
 
 impl CaProcess {
@@ -140,7 +216,7 @@ impl CaProcess {
             let mut ca = CaProcess {
                 child,
                 address,
-                dir: dir.to_owned(),
+                config,
             };
             match ca.wait_healthy(Duration::from_secs(30)).await {
                 Ok(()) => return Ok(ca),
@@ -174,6 +250,16 @@ impl CaProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         bail!("no answer on /healthz within {limit:?}")
+    }
+
+    /// Its configuration file.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// `http://ADDRESS`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
     }
 
     /// The process id.

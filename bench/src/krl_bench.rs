@@ -53,6 +53,8 @@ pub struct KrlComparison {
     pub ssh_keygen_time: Duration,
     /// Size of its KRL.
     pub ssh_keygen_bytes: usize,
+    /// Whether its KRL reads back as the same serials (ours always does, or the run fails).
+    pub ssh_keygen_check: Result<(), String>,
 }
 
 /// `count` distinct serials spread as asked, shuffled as a store would return them unsorted.
@@ -125,7 +127,10 @@ pub fn compare(
 
     // ssh-keygen(1), KEY REVOCATION LISTS: `serial: N` or `serial: A-B` lines, under the CA
     // given with -s. Runs go in as ranges, its cheapest input.
-    let spec_path = scratch.join(format!("krl-{}-{count}.spec", spread.name().replace(' ', "-")));
+    let spec_path = scratch.join(format!(
+        "krl-{}-{count}.spec",
+        spread.name().replace(' ', "-")
+    ));
     let mut spec = std::io::BufWriter::new(std::fs::File::create(&spec_path)?);
     for run in &revoked_runs {
         if run.first == run.last {
@@ -136,48 +141,33 @@ pub fn compare(
     }
     spec.into_inner().context("writing the KRL spec")?;
     let krl_path = spec_path.with_extension("krl");
-    let started = Instant::now();
-    let mut child = Command::new("ssh-keygen")
+    let mut generate = Command::new("ssh-keygen");
+    generate
         .args(["-q", "-k", "-f"])
         .arg(&krl_path)
         .arg("-s")
         .arg(ca_key_file)
-        .arg(&spec_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("running ssh-keygen -k")?;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if started.elapsed() > SSH_KEYGEN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("ssh-keygen -k did not finish within {SSH_KEYGEN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    };
+        .arg(&spec_path);
+    let started = Instant::now();
+    let generated = run_limited(&mut generate, scratch)?;
     let ssh_keygen_time = started.elapsed();
-    if !status.success() {
-        bail!("ssh-keygen -k failed with {status}");
+    if !generated.success {
+        bail!("ssh-keygen -k failed: {}", generated.stderr);
     }
     let theirs = std::fs::read(&krl_path)?;
 
-    // Both must revoke exactly the same serials under the same CA.
-    for (name, bytes) in [("jit_ca::krl", &ours), ("ssh-keygen -k", &theirs)] {
-        let krl = parse(bytes).with_context(|| format!("parsing the KRL from {name}"))?;
-        let ranges: Vec<SerialRange> = krl
-            .authorities()
-            .flat_map(|authority| authority.serial_ranges().iter().copied())
-            .collect();
-        if ranges != revoked_runs {
-            bail!("the KRL from {name} does not revoke exactly the benchmark's serials");
-        }
+    // Ours must read back, with our parser and with OpenSSH's own loader, as exactly the
+    // benchmark's serials; theirs is checked the same way and the answer reported.
+    let ours_path = scratch.join("ours.krl");
+    std::fs::write(&ours_path, &ours)?;
+    let ours_check = check(&ours, &ours_path, &revoked_runs, scratch);
+    if let Err(problem) = &ours_check {
+        bail!("the KRL from jit_ca::krl is wrong: {problem}");
     }
-    std::fs::remove_file(&spec_path)?;
-    std::fs::remove_file(&krl_path)?;
+    let theirs_check = check(&theirs, &krl_path, &revoked_runs, scratch);
+    for path in [&spec_path, &krl_path, &ours_path] {
+        std::fs::remove_file(path)?;
+    }
 
     Ok(KrlComparison {
         spread,
@@ -187,6 +177,119 @@ pub fn compare(
         ours_bytes: ours.len(),
         ssh_keygen_time,
         ssh_keygen_bytes: theirs.len(),
+        ssh_keygen_check: theirs_check,
+    })
+}
+
+/// Whether a KRL reads back as exactly `expected`, through `jit_ca::krl::parse` and through
+/// OpenSSH's loader (`ssh-keygen -Q -l` lists what it loaded). `Err` says what each reader that
+/// refused it, or read other serials, reported.
+fn check(krl: &[u8], path: &Path, expected: &[SerialRange], scratch: &Path) -> Result<(), String> {
+    let mut problems = Vec::new();
+
+    match parse(krl) {
+        Ok(parsed) => {
+            let ranges: Vec<SerialRange> = parsed
+                .authorities()
+                .flat_map(|authority| authority.serial_ranges().iter().copied())
+                .collect();
+            if ranges != expected {
+                problems.push("jit_ca::krl::parse reads other serials".to_owned());
+            }
+        }
+        Err(error) => problems.push(format!("jit_ca::krl::parse refuses it ({error})")),
+    }
+
+    match openssh_listing(path, scratch) {
+        Ok(listed) if listed == expected => {}
+        Ok(_) => problems.push("OpenSSH's loader reads other serials".to_owned()),
+        Err(error) => problems.push(format!("OpenSSH's loader refuses it ({error})")),
+    }
+
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// The serials OpenSSH loads from the KRL at `path`, as merged runs.
+fn openssh_listing(path: &Path, scratch: &Path) -> Result<Vec<SerialRange>, String> {
+    let mut list = Command::new("ssh-keygen");
+    list.args(["-Q", "-l", "-f"]).arg(path);
+    let listed = run_limited(&mut list, scratch).map_err(|error| error.to_string())?;
+    if !listed.success {
+        // Its message names the scratch file, which says nothing to the reader of the table.
+        return Err(listed.stderr.replace(&path.display().to_string(), "<krl>"));
+    }
+
+    let mut ranges = Vec::new();
+    for line in listed.stdout.lines() {
+        let Some(spec) = line.strip_prefix("serial: ") else {
+            continue;
+        };
+        let (first, last) = spec.split_once('-').unwrap_or((spec, spec));
+        let (Ok(first), Ok(last)) = (first.trim().parse::<u64>(), last.trim().parse::<u64>())
+        else {
+            return Err(format!("unexpected line from ssh-keygen -Q -l: {line}"));
+        };
+        ranges.push(SerialRange { first, last });
+    }
+    ranges.sort_unstable();
+    Ok(merge(&ranges))
+}
+
+/// Sorted ranges with touching or overlapping ones joined.
+fn merge(sorted: &[SerialRange]) -> Vec<SerialRange> {
+    let mut merged: Vec<SerialRange> = Vec::new();
+    for range in sorted {
+        match merged.last_mut() {
+            Some(last) if range.first <= last.last.saturating_add(1) => {
+                last.last = last.last.max(range.last);
+            }
+            _ => merged.push(*range),
+        }
+    }
+    merged
+}
+
+/// What a bounded `ssh-keygen` run printed.
+struct Finished {
+    success: bool,
+    stdout: String,
+    /// First line of stderr.
+    stderr: String,
+}
+
+/// Runs `command` with its output in files under `scratch`, killing it after
+/// [`SSH_KEYGEN_LIMIT`].
+fn run_limited(command: &mut Command, scratch: &Path) -> anyhow::Result<Finished> {
+    let stdout_path = scratch.join("ssh-keygen.stdout");
+    let stderr_path = scratch.join("ssh-keygen.stderr");
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path)?)
+        .stderr(std::fs::File::create(&stderr_path)?)
+        .spawn()
+        .context("running ssh-keygen")?;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > SSH_KEYGEN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("ssh-keygen did not finish within {SSH_KEYGEN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let stdout = std::fs::read_to_string(&stdout_path)?;
+    let stderr = std::fs::read_to_string(&stderr_path)?;
+    Ok(Finished {
+        success: status.success(),
+        stdout,
+        stderr: stderr.lines().next().unwrap_or_default().trim().to_owned(),
     })
 }
 

@@ -161,10 +161,12 @@ impl LoadOutcome {
     }
 }
 
-/// When each request is due: all at once (closed load) or at a fixed rate (open load).
+/// When each request is due.
 #[derive(Clone, Copy)]
-enum Schedule {
+pub enum Schedule {
+    /// As soon as the worker's previous request is answered (closed load).
     Closed,
+    /// Request `i` at `i / rate` seconds after the start (open load).
     Rate(f64),
 }
 
@@ -176,48 +178,9 @@ struct WorkerResult {
     finished: Instant,
 }
 
-/// Closed load: `connections` workers send `requests` back to back, stopping early at
-/// `time_limit`.
-pub async fn closed_loop(
-    target: Arc<Target>,
-    requests: Arc<Vec<PreparedRequest>>,
-    connections: usize,
-    expected: StatusCode,
-    time_limit: Duration,
-) -> anyhow::Result<LoadOutcome> {
-    run(
-        target,
-        requests,
-        connections,
-        expected,
-        Schedule::Closed,
-        time_limit,
-    )
-    .await
-}
-
-/// Open load: request `i` is due `i / rate` seconds after the start; `connections` workers
-/// send them, and answers still missing `time_limit` after the start count as errors.
-pub async fn open_loop(
-    target: Arc<Target>,
-    requests: Arc<Vec<PreparedRequest>>,
-    connections: usize,
-    rate: f64,
-    expected: StatusCode,
-    time_limit: Duration,
-) -> anyhow::Result<LoadOutcome> {
-    run(
-        target,
-        requests,
-        connections,
-        expected,
-        Schedule::Rate(rate),
-        time_limit,
-    )
-    .await
-}
-
-async fn run(
+/// Runs one phase: `connections` workers send `requests` as `schedule` says. Closed load stops
+/// sending at `time_limit`; open load counts answers still missing then as errors.
+pub async fn run(
     target: Arc<Target>,
     requests: Arc<Vec<PreparedRequest>>,
     connections: usize,
@@ -307,7 +270,9 @@ async fn worker(
                 let now = Instant::now();
                 if due > now {
                     tokio::time::sleep_until(due.into()).await;
-                    result.send_lags.push(Instant::now().saturating_duration_since(due));
+                    result
+                        .send_lags
+                        .push(Instant::now().saturating_duration_since(due));
                 }
                 due
             }
@@ -315,9 +280,10 @@ async fn worker(
 
         // A server that stops answering must not hang the bench.
         let give_up = (deadline + ANSWER_GRACE).into();
-        let answer = tokio::time::timeout_at(give_up, exchange(&mut sender, Method::POST, request, &host))
-            .await
-            .unwrap_or_else(|_| Err("no answer before the phase's time limit".into()));
+        let answer =
+            tokio::time::timeout_at(give_up, exchange(&mut sender, Method::POST, request, &host))
+                .await
+                .unwrap_or_else(|_| Err("no answer before the phase's time limit".into()));
         let failure = match answer {
             Ok((status, _)) if status == expected => None,
             Ok((status, body)) => Some(format!(

@@ -411,18 +411,21 @@ pub async fn step_ca(
         );
     }
     let answer: Value = serde_json::from_slice(&body)?;
-    let encoded = answer["crt"].as_str().context("no crt in step-ca's answer")?;
+    let encoded = answer["crt"]
+        .as_str()
+        .context("no crt in step-ca's answer")?;
     let certificate = Certificate::from_bytes(&STANDARD.decode(encoded)?)?;
     let issued_at = u64::try_from(now).unwrap_or(0);
     let sample_shape = CertShape::of(&certificate, issued_at);
 
     let pid = step_ca.child.id().to_string();
     let before = CpuTimes::of(&pid, ticks_per_second)?;
-    let outcome = load::closed_loop(
+    let outcome = load::run(
         Arc::new(target),
         Arc::new(load_requests.to_vec()),
         connections,
         StatusCode::CREATED,
+        load::Schedule::Closed,
         Duration::from_secs(20),
     )
     .await?;

@@ -57,6 +57,34 @@ impl CpuTimes {
     }
 }
 
+/// CPU time the whole machine has spent busy so far, all cores together: the first line of
+/// `/proc/stat` (proc(5)) without `idle` and `iowait`, `steal` included since it was not ours.
+pub fn machine_busy(ticks_per_second: u64) -> anyhow::Result<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let fields: Vec<u64> = text
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .context("unexpected /proc/stat format")?
+        .split_whitespace()
+        .map(|field| field.parse().unwrap_or(0))
+        .collect();
+    let field = |index: usize| fields.get(index).copied().unwrap_or(0);
+    // user, nice, system, idle, iowait, irq, softirq, steal
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+    Ok(Duration::from_secs_f64(
+        busy as f64 / ticks_per_second as f64,
+    ))
+}
+
+/// The load average over the last minute.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
 /// Resident memory of a process, from `/proc/<pid>/status`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Memory {
@@ -177,5 +205,6 @@ mod tests {
 
         assert!(cpu.own >= Duration::from_millis(20), "{cpu:?}");
         assert!(memory.rss_kib > 0 && memory.peak_kib >= memory.rss_kib);
+        assert!(machine_busy(ticks).unwrap() >= cpu.own);
     }
 }

@@ -130,11 +130,7 @@ mod tests {
         std::fs::write(&path, "# Title\n\nprose\n").unwrap();
 
         write_between_markers(&path, "first\n").unwrap();
-        std::fs::write(
-            &path,
-            std::fs::read_to_string(&path).unwrap() + "\nafter\n",
-        )
-        .unwrap();
+        std::fs::write(&path, std::fs::read_to_string(&path).unwrap() + "\nafter\n").unwrap();
         write_between_markers(&path, "second\n").unwrap();
 
         let text = std::fs::read_to_string(&path).unwrap();

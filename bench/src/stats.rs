@@ -63,18 +63,6 @@ pub fn count(value: f64) -> String {
     out
 }
 
-/// Bytes as `123 B`, `4.5 KiB` or `1.20 MiB`.
-pub fn bytes(value: u64) -> String {
-    let value_f = value as f64;
-    if value < 1024 {
-        format!("{value} B")
-    } else if value < 1024 * 1024 {
-        format!("{:.1} KiB", value_f / 1024.0)
-    } else {
-        format!("{:.2} MiB", value_f / (1024.0 * 1024.0))
-    }
-}
-
 /// A ratio as `12.3×`.
 pub fn ratio(value: f64) -> String {
     if !value.is_finite() {
@@ -110,7 +98,6 @@ mod tests {
         assert_eq!(count(999.0), "999");
         assert_eq!(duration(Duration::from_micros(1500)), "1.50 ms");
         assert_eq!(duration(Duration::from_nanos(70_400)), "70.4 µs");
-        assert_eq!(bytes(2048), "2.0 KiB");
         assert_eq!(ratio(0.5), "0.50×");
     }
 }

@@ -21,9 +21,7 @@ pub fn generate(count: usize, seed: u64) -> anyhow::Result<Vec<SubjectKey>> {
     let mut keys = Vec::with_capacity(count);
     for _ in 0..count {
         let signing_key = ed25519_dalek::SigningKey::from_bytes(&rng.gen());
-        let key_data = KeyData::Ed25519(Ed25519PublicKey(
-            signing_key.verifying_key().to_bytes(),
-        ));
+        let key_data = KeyData::Ed25519(Ed25519PublicKey(signing_key.verifying_key().to_bytes()));
         let public_key = PublicKey::from(key_data);
         let openssh = public_key.to_openssh()?;
         keys.push(SubjectKey {
