@@ -137,6 +137,70 @@ pub struct Service {
     pub(crate) audit: Arc<Auditor>,
 }
 
+/// A request body whose fields passed the checks made before any decision.
+#[derive(Debug)]
+pub struct CheckedRequest {
+    /// The key to certify.
+    pub subject_key: ssh_key::PublicKey,
+    /// What the policy decides on.
+    pub input: RequestInput,
+    /// The planned start, when it lies ahead of `now`.
+    pub start_at: Option<DateTime<Utc>>,
+}
+
+/// Checks what a requester sent, before anything is decided: the public key, the spelling of
+/// the Unix user, the duration's bounds and the planned start (at most 30 days ahead). Refuses
+/// with [`ServiceError::BadRequest`] or [`ServiceError::InvalidKey`]; reads no clock and no
+/// store, so the request fuzz target runs it as the service does.
+pub fn check_request(
+    body: CreateAccessRequest,
+    now: DateTime<Utc>,
+) -> Result<CheckedRequest, ServiceError> {
+    let subject_key = parse_subject_key(&body.public_key)?;
+    if let Some(unix_user) = &body.unix_user {
+        jit_proto::validate_unix_user(unix_user)
+            .map_err(|error| ServiceError::BadRequest(error.to_string()))?;
+    }
+    let duration = match body.duration_secs {
+        Some(0) => {
+            return Err(ServiceError::BadRequest(
+                "duration must be longer than zero".into(),
+            ))
+        }
+        Some(seconds) if Duration::from_secs(seconds) > jit_proto::duration::MAX_DURATION => {
+            return Err(ServiceError::BadRequest(
+                "duration is longer than the 366-day maximum".into(),
+            ))
+        }
+        Some(seconds) => Some(Duration::from_secs(seconds)),
+        None => None,
+    };
+    // A planned start may lie ahead (at most 30 days); one in the past means "now".
+    let start_at = match body.start_at {
+        Some(start) if start > now + TimeDelta::days(30) => {
+            return Err(ServiceError::BadRequest(
+                "start_at is more than 30 days ahead".into(),
+            ))
+        }
+        Some(start) if start > now => Some(start.trunc_subsecs(0)),
+        _ => None,
+    };
+    let input = RequestInput {
+        profile: body.profile,
+        target: body.host,
+        unix_user: body.unix_user,
+        duration,
+        reason: body.reason,
+        ticket: body.ticket.filter(|ticket| !ticket.is_empty()),
+    };
+
+    Ok(CheckedRequest {
+        subject_key,
+        input,
+        start_at,
+    })
+}
+
 impl Service {
     /// Builds the service.
     pub fn new(
@@ -205,43 +269,11 @@ impl Service {
         now: DateTime<Utc>,
     ) -> Result<Outcome, ServiceError> {
         // Check everything the requester sent before deciding anything.
-        let subject_key = parse_subject_key(&body.public_key)?;
-        if let Some(unix_user) = &body.unix_user {
-            jit_proto::validate_unix_user(unix_user)
-                .map_err(|error| ServiceError::BadRequest(error.to_string()))?;
-        }
-        let duration = match body.duration_secs {
-            Some(0) => {
-                return Err(ServiceError::BadRequest(
-                    "duration must be longer than zero".into(),
-                ))
-            }
-            Some(seconds) if Duration::from_secs(seconds) > jit_proto::duration::MAX_DURATION => {
-                return Err(ServiceError::BadRequest(
-                    "duration is longer than the 366-day maximum".into(),
-                ))
-            }
-            Some(seconds) => Some(Duration::from_secs(seconds)),
-            None => None,
-        };
-        // A planned start may lie ahead (at most 30 days); one in the past means "now".
-        let start_at = match body.start_at {
-            Some(start) if start > now + TimeDelta::days(30) => {
-                return Err(ServiceError::BadRequest(
-                    "start_at is more than 30 days ahead".into(),
-                ))
-            }
-            Some(start) if start > now => Some(start.trunc_subsecs(0)),
-            _ => None,
-        };
-        let input = RequestInput {
-            profile: body.profile,
-            target: body.host,
-            unix_user: body.unix_user,
-            duration,
-            reason: body.reason,
-            ticket: body.ticket.filter(|ticket| !ticket.is_empty()),
-        };
+        let CheckedRequest {
+            subject_key,
+            input,
+            start_at,
+        } = check_request(body, now)?;
 
         let decision = match self.policy.decide(identity, &input, now) {
             Ok(decision) => decision,

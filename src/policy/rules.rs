@@ -171,9 +171,10 @@ impl Rules {
             source_name: source_name.to_owned(),
             message,
         };
+        // The text first: refusing it costs less than building the schema.
+        let parsed = PolicySet::from_str(text).map_err(|error| fail(error.to_string()))?;
         let (schema, _warnings) =
             Schema::from_cedarschema_str(SCHEMA).map_err(|error| fail(error.to_string()))?;
-        let parsed = PolicySet::from_str(text).map_err(|error| fail(error.to_string()))?;
         if parsed.templates().next().is_some() {
             return Err(fail("templates are not supported".into()));
         }
