@@ -205,6 +205,9 @@ pub fn signing(
 }
 
 /// Token verification per algorithm through the CA's verifier (against the bench's issuer),
+/// A bare signature check of a token by one library, for comparing verifiers.
+type SignatureCheck = fn(&SigningKey, &str) -> bool;
+
 /// next to the bare signature check it cannot avoid.
 pub async fn token_verification(
     config: &Config,
@@ -217,7 +220,7 @@ pub async fn token_verification(
     let mut identity = None;
     for (key, token) in tokens {
         let algorithm = key.algorithm().name();
-        let bare_checks: [(&str, fn(&SigningKey, &str) -> bool); 2] = [
+        let bare_checks: [(&str, SignatureCheck); 2] = [
             (
                 "alone (same crate as the CA uses)",
                 SigningKey::verify_signature,
