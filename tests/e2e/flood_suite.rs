@@ -9,20 +9,11 @@ use crate::support::api::{
     assert_error_body, assert_log_holds_no_token, http, list_grants, post_request, security_events,
     send, stored_rows, wait_for_event, Answer,
 };
-use crate::support::ca::{test_profiles, Ca, TEST_RULES};
+use crate::support::ca::Ca;
 use crate::support::oidc::{OidcProvider, TestUser, JIT_CLIENT_ID};
 
 fn start_ca(provider: &OidcProvider, limits: &str) -> Ca {
-    let profiles = test_profiles("jituser");
-    let extra = format!("[limits]\n{limits}");
-    Ca::start_configured(
-        provider.issuer(),
-        JIT_CLIENT_ID,
-        &profiles,
-        TEST_RULES,
-        "",
-        &extra,
-    )
+    Ca::start_standard(provider, &format!("[limits]\n{limits}"))
 }
 
 /// A token for `user` signed by the provider's key (`other` signs it with a stranger's key).

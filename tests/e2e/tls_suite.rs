@@ -103,19 +103,6 @@ fn mode(bits: u32) -> std::fs::Permissions {
     PermissionsExt::from_mode(bits)
 }
 
-/// A CA for the standard test policy with `extra_config` after its `[http]` section.
-fn start_ca(provider: &OidcProvider, extra_config: &str) -> Ca {
-    let profiles = test_profiles("jituser");
-    Ca::start_configured(
-        provider.issuer(),
-        JIT_CLIENT_ID,
-        &profiles,
-        TEST_RULES,
-        "",
-        extra_config,
-    )
-}
-
 fn port_of(ca: &Ca) -> u16 {
     let port = ca.url().rsplit(':').next().expect("a port in the URL");
     port.parse().expect("a numeric port")
@@ -136,7 +123,7 @@ const REQUEST: [&str; 6] = ["request", "read-only", "--host", "web-1", "--reason
 fn the_client_trusts_the_ca_only_through_its_bundle() {
     let provider = OidcProvider::start(&TestUser::cast());
     let pki = TestPki::generate();
-    let ca = start_ca(&provider, &pki.tls_section("server.key"));
+    let ca = Ca::start_standard(&provider, &pki.tls_section("server.key"));
     assert!(ca.url().starts_with("https://"), "{}", ca.url());
     let token = provider.device_flow_id_token(JIT_CLIENT_ID, &TestUser::alice(), false);
     let client = Client::new(ca.url());
@@ -334,7 +321,7 @@ fn slow_clients_are_cut_off_at_the_header_timeout_while_others_are_served() {
         "header_read_timeout_secs = {HEADER_TIMEOUT_SECS}\n{}",
         pki.tls_section("server.key")
     );
-    let ca = start_ca(&provider, &extra);
+    let ca = Ca::start_standard(&provider, &extra);
     let port = port_of(&ca);
     let https = https_client(&pki.root());
     let limit = Duration::from_secs(HEADER_TIMEOUT_SECS * 5);
@@ -396,7 +383,7 @@ fn healthz_on(stream: &mut TcpStream) -> Option<String> {
 #[test]
 fn connections_past_the_cap_are_closed_until_one_ends() {
     let provider = OidcProvider::start(&TestUser::cast());
-    let ca = start_ca(
+    let ca = Ca::start_standard(
         &provider,
         "max_connections = 3\nheader_read_timeout_secs = 30\n",
     );

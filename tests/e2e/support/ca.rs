@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::oidc::{OidcProvider, TestUser};
+use super::oidc::{OidcProvider, TestUser, JIT_CLIENT_ID};
 
 /// Profiles used by most tests: `unix_user` is the user the test sshd can log in.
 pub fn test_profiles(unix_user: &str) -> String {
@@ -168,6 +168,21 @@ impl Ca {
         extra_oidc: &str,
     ) -> Ca {
         Ca::start_configured(issuer, client_id, profiles, rules, extra_oidc, "")
+    }
+
+    /// A CA trusting `provider` for the `jit` client, with [`test_profiles`] for `jituser` and
+    /// [`TEST_RULES`], and `extra_config` as in [`Ca::start_configured`].
+    pub fn start_standard(provider: &OidcProvider, extra_config: &str) -> Ca {
+        let profiles = test_profiles("jituser");
+        let issuer = provider.issuer();
+        Ca::start_configured(
+            issuer,
+            JIT_CLIENT_ID,
+            &profiles,
+            TEST_RULES,
+            "",
+            extra_config,
+        )
     }
 
     /// Like [`Ca::start_with`], with `extra_config` appended at the end of the file: its first
