@@ -227,7 +227,8 @@ fn serve(config_path: PathBuf, log_json: bool) -> anyhow::Result<()> {
     runtime.block_on(async {
         let ready = server::prepare(&config).await?;
         let address = ready.local_addr()?;
-        tracing::info!(%address, config = %config_path.display(), "jit-ca listening");
+        let https = ready.is_https();
+        tracing::info!(%address, https, config = %config_path.display(), "jit-ca listening");
         ready.serve(shutdown_signal()).await?;
         tracing::info!("jit-ca stopped");
         anyhow::Ok(())
