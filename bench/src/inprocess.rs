@@ -204,10 +204,10 @@ pub fn signing(
     )
 }
 
-/// Token verification per algorithm through the CA's verifier (against the bench's issuer),
 /// A bare signature check of a token by one library, for comparing verifiers.
 type SignatureCheck = fn(&SigningKey, &str) -> bool;
 
+/// Token verification per algorithm through the CA's verifier (against the bench's issuer),
 /// next to the bare signature check it cannot avoid.
 pub async fn token_verification(
     config: &Config,

@@ -63,29 +63,29 @@ async fn connect(target: &Target) -> anyhow::Result<Sender> {
     stream.set_nodelay(true)?;
 
     match &target.tls {
-        None => {
-            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .context("HTTP handshake")?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            Ok(sender)
-        }
+        None => http1(stream).await,
         Some((connector, server_name)) => {
             let stream = connector
                 .connect(server_name.clone(), stream)
                 .await
                 .context("TLS handshake")?;
-            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .context("HTTP handshake")?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            Ok(sender)
+            http1(stream).await
         }
     }
+}
+
+/// HTTP/1.1 over `stream`, its connection driven by a task of its own.
+async fn http1<S>(stream: S) -> anyhow::Result<Sender>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP handshake")?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
 }
 
 /// Sends one request and reads the whole answer; `Err` holds why it is not the expected one.

@@ -6,6 +6,7 @@
 //! `ssh-keygen -k`; memory of the CA. Every phase is bounded in count and in time.
 //! `scripts/bench.sh` builds everything and runs it.
 
+mod command;
 mod inprocess;
 mod issuer;
 mod jitca;
@@ -375,13 +376,7 @@ async fn run(cli: &Cli) -> anyhow::Result<String> {
 
     // Item 3: KRLs.
     let krl_ca = scratch.path().join("krl_ca");
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&krl_ca)
-        .status()?;
-    if !status.success() {
-        bail!("ssh-keygen could not create the KRL's CA key");
-    }
+    command::ssh_keygen_ed25519(&krl_ca)?;
     let krl_ca_public = ssh_key::PublicKey::read_openssh_file(&krl_ca.with_extension("pub"))?;
     let mut krls = Vec::new();
     for &serial_count in &sizes.krl {
@@ -578,7 +573,7 @@ fn preamble(
         format!("- Machine: {} × {}, {:.0} GiB RAM, Linux {}; the load generator (one thread) runs on the same cores as the servers.", machine.cores, machine.cpu_model, machine.memory_gib, machine.kernel),
         format!("- Shared machine: 1-minute load average {load_at_start} at the start of the run, {load_at_end} at its end (other engineers' builds)."),
         format!("- Disk: a 4 KiB write + fdatasync takes {} (median of 100) in the directory holding the stores.", duration(machine.fsync_median)),
-        format!("- Code: {commit}; `jit-ca` release build on its default configuration (SQLite with synchronous = FULL, audit log on, log level info to a file) except for rate limits raised out of the way of a load from one address."),
+        format!("- Code: {commit}; `jit-ca` release build on its default configuration (SQLite store and audit log with the durability the CA chooses, log level info to a file) except for rate limits raised out of the way of a load from one address."),
         format!("- {}.", machine.openssh),
         format!("- Certificate shape for every signer: {}.", shape.describe()),
     ]
@@ -812,16 +807,10 @@ fn peers_section(
                     },
                 ]);
             }
-            Err(error) => section.row(vec![
-                name.into(),
-                how.into(),
-                format!("not measured: {}", clip(&format!("{error:#}"), 300)),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-            ]),
+            Err(error) => {
+                let width = section.headers.len();
+                section.row(not_measured(vec![name.into(), how.into()], &error, width));
+            }
         }
     }
     section.note("Shape of a certificate from each peer, as parsed back:");
@@ -924,14 +913,10 @@ fn revocation_section(revocation: &anyhow::Result<propagation::Propagation>) -> 
                 duration(measured.login_median)
             ));
         }
-        Err(error) => section.row(vec![
-            format!("not measured: {}", clip(&format!("{error:#}"), 300)),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-        ]),
+        Err(error) => {
+            let width = section.headers.len();
+            section.row(not_measured(Vec::new(), error, width));
+        }
     }
     section
 }
@@ -1112,6 +1097,16 @@ fn targets_section(
         verdict(idle.rss_kib * 1024 < 30_000_000),
     ]);
     section
+}
+
+/// A row for something that could not be measured: `leading` cells, then why, then dashes.
+fn not_measured(mut leading: Vec<String>, error: &anyhow::Error, width: usize) -> Vec<String> {
+    leading.push(format!(
+        "not measured: {}",
+        clip(&format!("{error:#}"), 300)
+    ));
+    leading.resize(width.max(leading.len()), "-".into());
+    leading
 }
 
 fn clip(text: &str, limit: usize) -> String {

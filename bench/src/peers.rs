@@ -20,6 +20,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::TlsConnector;
 
+use crate::command::{run_checked, ssh_keygen_ed25519};
 use crate::load::{self, LoadOutcome, PreparedRequest, Target};
 use crate::procfs::CpuTimes;
 use crate::shape::CertShape;
@@ -56,28 +57,6 @@ impl PeerOutcome {
     }
 }
 
-/// Runs `command` and fails with its stderr when it does not succeed.
-fn run(command: &mut Command) -> anyhow::Result<()> {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    if !output.status.success() {
-        bail!(
-            "{command:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// A fresh Ed25519 key pair from `ssh-keygen` at `path` (and `path.pub`).
-fn ssh_keygen_key(path: &Path) -> anyhow::Result<()> {
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "jit-bench", "-f"])
-        .arg(path))
-}
-
 /// `ssh-keygen -s` once per certificate, `count` certificates, CPU from the waited-for
 /// children's times.
 pub fn ssh_keygen(
@@ -90,7 +69,7 @@ pub fn ssh_keygen(
     let dir = scratch.join("ssh-keygen");
     std::fs::create_dir_all(&dir)?;
     let ca_key = dir.join("ca");
-    ssh_keygen_key(&ca_key)?;
+    ssh_keygen_ed25519(&ca_key)?;
     let mut subject_files = Vec::with_capacity(count);
     for (index, key) in keys.iter().take(count).enumerate() {
         let path = dir.join(format!("user-{index}.pub"));
@@ -112,7 +91,7 @@ pub fn ssh_keygen(
         for extension in &shape.extensions {
             command.args(["-O", extension]);
         }
-        run(command.arg(subject))?;
+        run_checked(command.arg(subject))?;
     }
     let elapsed = started.elapsed();
     let after = CpuTimes::of("self", ticks_per_second)?;
@@ -158,7 +137,8 @@ fn x509_authorities(dir: &Path) -> anyhow::Result<()> {
          keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n\
          authorityKeyIdentifier = keyid\n",
     )?;
-    let openssl = |args: &[&str]| run(Command::new("openssl").current_dir(dir).args(args));
+    let openssl =
+        |args: &[&str]| run_checked(Command::new("openssl").current_dir(dir).args(args)).map(drop);
     for name in ["root_ca_key", "intermediate_ca_key"] {
         openssl(&[
             "ecparam",
@@ -274,8 +254,8 @@ async fn start_step_ca(
     provisioner_key: &SigningKey,
 ) -> anyhow::Result<(StepCa, Target)> {
     x509_authorities(dir)?;
-    ssh_keygen_key(&dir.join("ssh_user_ca_key"))?;
-    ssh_keygen_key(&dir.join("ssh_host_ca_key"))?;
+    ssh_keygen_ed25519(&dir.join("ssh_user_ca_key"))?;
+    ssh_keygen_ed25519(&dir.join("ssh_host_ca_key"))?;
 
     let address = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let absolute = |name: &str| dir.join(name).display().to_string();

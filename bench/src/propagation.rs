@@ -23,6 +23,7 @@ use hyper::Method;
 use serde_json::json;
 use ssh_key::{Algorithm, LineEnding, PrivateKey};
 
+use crate::command::run_checked;
 use crate::jitca::{self, CaProcess};
 use crate::load::{self, PreparedRequest, Target};
 use crate::stats::Latencies;
@@ -71,7 +72,6 @@ pub async fn measure(
         Command::new(release_dir.join("jit-ca"))
             .args(["host", "enroll", jitca::HOST, "--config"])
             .arg(ca.config_path()),
-        "jit-ca host enroll",
     )?;
     let enrolment_token = enrolled.trim().to_owned();
     let sshd_log = dir.join("sshd.log");
@@ -89,7 +89,6 @@ pub async fn measure(
             .arg(dir.join("sshd_config"))
             .arg("--sshd-pid-file")
             .arg(dir.join("sshd.pid")),
-        "jit-host setup",
     )?;
     wait_for(Duration::from_secs(10), || {
         count_in(&sshd_log, "Server listening on") > restarts_before
@@ -304,21 +303,6 @@ fn ssh_login(port: u16, key: &Path, certificate: &Path) -> anyhow::Result<(bool,
         .status()
         .context("running ssh")?;
     Ok((status.success(), started.elapsed()))
-}
-
-/// Runs `command` to its end and returns its standard output; fails with its stderr.
-fn run_checked(command: &mut Command, what: &str) -> anyhow::Result<String> {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {what}"))?;
-    if !output.status.success() {
-        bail!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn count_in(path: &Path, needle: &str) -> usize {
