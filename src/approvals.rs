@@ -49,6 +49,16 @@ fn check_comment(comment: &str) -> Result<(), ServiceError> {
 }
 
 impl Service {
+    /// The profile a stored request or grant names; refused when it has been removed from
+    /// `profiles.toml` since the request was made.
+    fn profile(&self, name: &str) -> Result<&crate::policy::Profile, ServiceError> {
+        self.policy
+            .profiles
+            .profiles
+            .get(name)
+            .ok_or_else(|| ServiceError::BadRequest("the profile no longer exists".into()))
+    }
+
     async fn load_request(&self, request_id: &str) -> Result<RequestRecord, ServiceError> {
         self.store
             .find_request(request_id)
@@ -248,12 +258,7 @@ impl Service {
         request: &RequestRecord,
         now: DateTime<Utc>,
     ) -> Result<(), ServiceError> {
-        let profile = self
-            .policy
-            .profiles
-            .profiles
-            .get(&request.profile)
-            .ok_or_else(|| ServiceError::BadRequest("the profile no longer exists".into()))?;
+        let profile = self.profile(&request.profile)?;
         let shape = CertificateShape::from_profile(profile);
         let subject_key = parse_subject_key(&request.public_key)?;
         let client = stored_client(request)?;
@@ -385,12 +390,7 @@ impl Service {
             ticket: body.ticket.filter(|ticket| !ticket.is_empty()),
         };
         let decision = self.policy.decide(requester, &input, now)?;
-        let profile = self
-            .policy
-            .profiles
-            .profiles
-            .get(&decision.profile)
-            .ok_or_else(|| ServiceError::BadRequest("the profile no longer exists".into()))?;
+        let profile = self.profile(&decision.profile)?;
         let new_end = extended_end(&grant.grant, decision.duration.as_secs(), profile, now)?;
 
         let mut request = RequestRecord {

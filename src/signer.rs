@@ -241,49 +241,31 @@ impl CaKey {
         order: &CertificateOrder,
         rng: &mut (impl CryptoRng + RngCore),
     ) -> Result<Certificate, SignError> {
-        if order.principals.is_empty() {
-            return Err(SignError::NoPrincipals);
-        }
-        if order.valid_before <= order.valid_after {
-            return Err(SignError::EmptyValidity);
-        }
-        let library = |error: ssh_key::Error| SignError::Library(error.to_string());
-
         // PROTOCOL.certkeys: a user certificate binds the key to principals, a validity
         // interval, critical options the server must enforce and extensions it may honour.
-        let mut builder = Builder::new_with_random_nonce(
+        let mut builder = certificate_builder(
+            CertType::User,
+            &order.subject_key,
+            order.serial,
+            &order.key_id,
+            &order.principals,
+            (order.valid_after, order.valid_before),
             rng,
-            order.subject_key.key_data().clone(),
-            order.valid_after,
-            order.valid_before,
-        )
-        .map_err(library)?;
-        builder
-            .serial(order.serial)
-            .map_err(library)?
-            .key_id(order.key_id.clone())
-            .map_err(library)?
-            .cert_type(CertType::User)
-            .map_err(library)?;
-        for principal in &order.principals {
-            builder
-                .valid_principal(principal.clone())
-                .map_err(library)?;
-        }
+        )?;
         // Extensions and options must be sorted by name; BTreeMap iteration and a sorted list
         // guarantee it.
         let mut extensions = order.extensions.clone();
         extensions.sort();
         extensions.dedup();
         for extension in extensions {
-            builder.extension(extension, "").map_err(library)?;
+            builder.extension(extension, "").map_err(library_error)?;
         }
         for (name, value) in &order.critical_options {
             builder
                 .critical_option(name.clone(), value.clone())
-                .map_err(library)?;
+                .map_err(library_error)?;
         }
-        builder.sign(&self.private_key).map_err(library)
+        builder.sign(&self.private_key).map_err(library_error)
     }
 
     /// Signs `order` as an OpenSSH host certificate, refusing one without principals (it would
@@ -293,37 +275,60 @@ impl CaKey {
         order: &HostCertificateOrder,
         rng: &mut (impl CryptoRng + RngCore),
     ) -> Result<Certificate, SignError> {
-        if order.principals.is_empty() {
-            return Err(SignError::NoPrincipals);
-        }
-        if order.valid_before <= order.valid_after {
-            return Err(SignError::EmptyValidity);
-        }
-        let library = |error: ssh_key::Error| SignError::Library(error.to_string());
-
         // PROTOCOL.certkeys: a host certificate names the host names it is valid for and
         // carries no critical options or extensions.
-        let mut builder = Builder::new_with_random_nonce(
+        let builder = certificate_builder(
+            CertType::Host,
+            &order.host_key,
+            order.serial,
+            &order.key_id,
+            &order.principals,
+            (order.valid_after, order.valid_before),
             rng,
-            order.host_key.key_data().clone(),
-            order.valid_after,
-            order.valid_before,
-        )
-        .map_err(library)?;
-        builder
-            .serial(order.serial)
-            .map_err(library)?
-            .key_id(order.key_id.clone())
-            .map_err(library)?
-            .cert_type(CertType::Host)
-            .map_err(library)?;
-        for principal in &order.principals {
-            builder
-                .valid_principal(principal.clone())
-                .map_err(library)?;
-        }
-        builder.sign(&self.private_key).map_err(library)
+        )?;
+        builder.sign(&self.private_key).map_err(library_error)
     }
+}
+
+fn library_error(error: ssh_key::Error) -> SignError {
+    SignError::Library(error.to_string())
+}
+
+/// The part every certificate shares: type, key, serial, key ID, principals and validity.
+/// Refuses no principals (the certificate would be valid for every name) and an empty or
+/// inverted validity.
+fn certificate_builder(
+    cert_type: CertType,
+    key: &PublicKey,
+    serial: u64,
+    key_id: &str,
+    principals: &[String],
+    (valid_after, valid_before): (u64, u64),
+    rng: &mut (impl CryptoRng + RngCore),
+) -> Result<Builder, SignError> {
+    if principals.is_empty() {
+        return Err(SignError::NoPrincipals);
+    }
+    if valid_before <= valid_after {
+        return Err(SignError::EmptyValidity);
+    }
+
+    let mut builder =
+        Builder::new_with_random_nonce(rng, key.key_data().clone(), valid_after, valid_before)
+            .map_err(library_error)?;
+    builder
+        .serial(serial)
+        .map_err(library_error)?
+        .key_id(key_id)
+        .map_err(library_error)?
+        .cert_type(cert_type)
+        .map_err(library_error)?;
+    for principal in principals {
+        builder
+            .valid_principal(principal.clone())
+            .map_err(library_error)?;
+    }
+    Ok(builder)
 }
 
 /// Everything a host certificate will say. Built by the host enrolment from the inventory.
