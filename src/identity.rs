@@ -167,7 +167,8 @@ impl UnverifiedClaims {
 /// What the verifier knows of the provider: where its keys are and what they are.
 struct ProviderKeys {
     jwks_uri: Option<JsonWebKeySetUrl>,
-    jwks: Option<CoreJsonWebKeySet>,
+    // Shared so that each verification takes a reference, not a copy of every key.
+    jwks: Option<Arc<CoreJsonWebKeySet>>,
     // When `jwks` was fetched; a monotonic instant, since only its age matters.
     fetched_at: Option<Instant>,
 }
@@ -263,7 +264,7 @@ impl TokenVerifier {
         let key_count = jwks.keys().len();
         let mut keys = self.keys.write().await;
         keys.jwks_uri = Some(jwks_uri);
-        keys.jwks = Some(jwks);
+        keys.jwks = Some(Arc::new(jwks));
         keys.fetched_at = Some(Instant::now());
         Ok(key_count)
     }
@@ -318,7 +319,7 @@ impl TokenVerifier {
         self.identity_from(token, &claims, now)
     }
 
-    async fn current_jwks(&self) -> Result<CoreJsonWebKeySet, TokenError> {
+    async fn current_jwks(&self) -> Result<Arc<CoreJsonWebKeySet>, TokenError> {
         if let Some(jwks) = self.fresh_jwks().await {
             return Ok(jwks);
         }
@@ -331,7 +332,7 @@ impl TokenVerifier {
     }
 
     /// The cached JWKS, unless it is older than the maximum age.
-    async fn fresh_jwks(&self) -> Option<CoreJsonWebKeySet> {
+    async fn fresh_jwks(&self) -> Option<Arc<CoreJsonWebKeySet>> {
         let keys = self.keys.read().await;
         let fresh = keys
             .fetched_at
