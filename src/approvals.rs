@@ -252,7 +252,8 @@ impl Service {
     }
 
     /// Creates the grant of a request whose last approval just arrived (or, for an extension,
-    /// moves its grant's end) and notifies the requester.
+    /// moves its grant's end) and notifies the requester. A grant is created once per request:
+    /// a second caller, such as the requester's poll racing the approval, finds it and returns.
     async fn complete_approval(
         &self,
         request: &RequestRecord,
@@ -285,6 +286,13 @@ impl Service {
             };
             self.store.record_extension(&extension, false).await?;
         } else {
+            // The approver's review and the requester's poll can both arrive here for the same
+            // request; whoever takes the lock second finds the grant and signs nothing.
+            let _completing = self.grant_completion.lock().await;
+            if self.has_grant(request).await? {
+                return Ok(());
+            }
+
             // The grant's clock starts at the final approval, or at the planned start.
             let starts_at = request.start_at.filter(|start| *start > now).unwrap_or(now);
             let starts_at = starts_at.trunc_subsecs(0);
@@ -306,18 +314,28 @@ impl Service {
             let serial = certificate.serial;
             // Recorded before it is stored: a certificate anyone can fetch has its record.
             self.audit_issuance(&grant, &certificate, true, now).await?;
-            if self.store.record_grant(&grant, &certificate).await? {
-                tracing::info!(
+            let recorded = self.store.record_grant(&grant, &certificate).await?;
+            if !recorded {
+                // Only another replica sharing the store gets here; its grant stands, and the
+                // audit log shows a certificate signed here that was never delivered.
+                tracing::warn!(
                     target: "security",
                     request_id = %request.id,
-                    grant_id = %grant.id,
                     serial,
-                    user = name_of(&request.requester),
-                    profile = %request.profile,
-                    host = %request.target,
-                    "certificate issued after approval"
+                    "grant was created elsewhere first; this certificate is not delivered"
                 );
+                return Ok(());
             }
+            tracing::info!(
+                target: "security",
+                request_id = %request.id,
+                grant_id = %grant.id,
+                serial,
+                user = name_of(&request.requester),
+                profile = %request.profile,
+                host = %request.target,
+                "certificate issued after approval"
+            );
         }
 
         let text = format!(
@@ -340,15 +358,18 @@ impl Service {
         if request.status != RequestStatus::Approved || request.extends_grant.is_some() {
             return Ok(());
         }
-        if self
-            .store
-            .find_grant_by_request(&request.id)
-            .await?
-            .is_some()
-        {
+        if self.has_grant(request).await? {
             return Ok(());
         }
         self.complete_approval(request, now).await
+    }
+
+    async fn has_grant(&self, request: &RequestRecord) -> Result<bool, ServiceError> {
+        Ok(self
+            .store
+            .find_grant_by_request(&request.id)
+            .await?
+            .is_some())
     }
 
     /// Asks for more time on an active grant: a new request, judged by the same policy, that

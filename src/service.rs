@@ -135,6 +135,9 @@ pub struct Service {
     backdate: Duration,
     pub(crate) notifier: Option<Notifier>,
     pub(crate) audit: Arc<Auditor>,
+    /// Held while an approved request's grant is created, so the approver's request and the
+    /// requester's poll never both sign for it (see `Service::complete_approval`).
+    pub(crate) grant_completion: Mutex<()>,
 }
 
 /// A request body whose fields passed the checks made before any decision.
@@ -218,6 +221,7 @@ impl Service {
             backdate,
             notifier: None,
             audit,
+            grant_completion: Mutex::new(()),
         }
     }
 

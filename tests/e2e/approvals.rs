@@ -530,6 +530,66 @@ fn concurrent_approvals_of_one_request_make_exactly_one_grant() {
 }
 
 #[test]
+fn the_final_approval_racing_the_requesters_polls_signs_one_certificate() {
+    const ROUNDS: usize = 4;
+    const POLLERS: usize = 6;
+    let world = World::start();
+    let bob = world.client(&TestUser::bob());
+    let bob_token = world.token(&TestUser::bob());
+    let carol_token = world.token(&TestUser::carol());
+
+    for round in 0..ROUNDS {
+        let pending = jit_json(&bob, "request db-read --host db-1 --reason 'race check'");
+        let request_id = text(&pending, "request_id").to_owned();
+
+        // The requester's reads also finish an approved request whose grant is missing, so
+        // they race the approval for the right to sign. Each poller stops at the grant, or
+        // after 10 s.
+        let request_url = format!("{}/v1/requests/{request_id}", world.ca.url());
+        let start = Arc::new(Barrier::new(POLLERS + 1));
+        let pollers: Vec<_> = (0..POLLERS)
+            .map(|_| {
+                let (url, token, start) = (request_url.clone(), bob_token.clone(), start.clone());
+                thread::spawn(move || {
+                    start.wait();
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while Instant::now() < deadline {
+                        let answer = send(http().get(&url), Some(&token));
+                        assert_eq!(answer.status, 200, "{answer:?}");
+                        if answer.body["status"] == "approved" {
+                            return answer.body["grant"]["certificate"]["serial"].as_u64();
+                        }
+                    }
+                    None
+                })
+            })
+            .collect();
+        start.wait();
+        let approval = http()
+            .post(format!("{request_url}/approve"))
+            .json(&json!({}));
+        let approved = send(approval, Some(&carol_token));
+        assert_eq!(approved.status, 200, "round {round}: {approved:?}");
+
+        let serials: Vec<Option<u64>> = pollers
+            .into_iter()
+            .map(|poller| poller.join().unwrap())
+            .collect();
+        let first = serials[0];
+        assert!(
+            first.is_some() && serials.iter().all(|serial| *serial == first),
+            "round {round}: the polls saw serials {serials:?}"
+        );
+        let signed = world.ca.sql(&format!(
+            "SELECT COUNT(*) FROM audit_records WHERE event = 'certificate_issued' AND grant_id IN \
+             (SELECT grant_id FROM audit_records WHERE request_id = '{request_id}')"
+        ));
+        assert_eq!(signed.trim(), "1", "round {round}: certificates signed");
+    }
+    assert_eq!(world.ca.count("grants") as usize, ROUNDS);
+}
+
+#[test]
 fn a_denial_wins_and_closed_requests_cannot_be_reviewed() {
     let world = World::start();
     let bob = world.client(&TestUser::bob());
