@@ -99,31 +99,17 @@ pub enum ApiError {
 /// `openidconnect` requires it (a redirect could carry a request to an unintended host), and
 /// the CA never redirects its API.
 pub fn http_client(ca_bundle: Option<&Path>) -> Result<reqwest::Client, ApiError> {
-    let mut builder = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(REQUEST_TIMEOUT)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .user_agent(concat!("jit/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = ca_bundle {
-        for root in read_ca_bundle(path)? {
-            builder = builder.add_root_certificate(root);
-        }
-    }
+    let builder =
+        jit_trust::add_ca_bundle(builder, ca_bundle).map_err(|error| ApiError::CaBundle {
+            path: error.path,
+            reason: error.reason,
+        })?;
     builder.build().map_err(ApiError::Setup)
-}
-
-fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, ApiError> {
-    let refuse = |reason: String| ApiError::CaBundle {
-        path: path.to_owned(),
-        reason,
-    };
-    let pem = std::fs::read(path).map_err(|error| refuse(error.to_string()))?;
-    let roots =
-        reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| refuse(error.to_string()))?;
-    if roots.is_empty() {
-        return Err(refuse("holds no PEM certificate".into()));
-    }
-    Ok(roots)
 }
 
 /// A connection to one CA.
@@ -410,40 +396,20 @@ fn transport_failure(url: &Url, error: &reqwest::Error) -> ApiError {
         };
     }
 
+    // A refused server certificate says what to configure, not only that TLS failed.
+    if let Some(problem) = jit_trust::untrusted_certificate(error) {
+        return ApiError::UntrustedServer {
+            url: url.clone(),
+            problem,
+        };
+    }
     let mut innermost: &(dyn std::error::Error + 'static) = error;
-    loop {
-        // A refused server certificate says what to configure, not only that TLS failed.
-        if let Some(problem) = invalid_certificate(innermost) {
-            return ApiError::UntrustedServer {
-                url: url.clone(),
-                problem,
-            };
-        }
-        match innermost.source() {
-            Some(cause) => innermost = cause,
-            None => break,
-        }
+    while let Some(cause) = innermost.source() {
+        innermost = cause;
     }
     ApiError::Unreachable {
         url: url.clone(),
         reason: innermost.to_string(),
-    }
-}
-
-/// rustls' reason for refusing the server's certificate, when `error` is that refusal (by
-/// itself or inside the I/O errors the TLS stream reports). The connector wraps it in two
-/// `io::Error`s, and `io::Error::source()` skips the error it wraps, so they are unwrapped here.
-fn invalid_certificate(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut unwrapped = error;
-    while let Some(inner) = unwrapped
-        .downcast_ref::<std::io::Error>()
-        .and_then(std::io::Error::get_ref)
-    {
-        unwrapped = inner;
-    }
-    match unwrapped.downcast_ref::<rustls::Error>() {
-        Some(rustls::Error::InvalidCertificate(problem)) => Some(format!("{problem:?}")),
-        _ => None,
     }
 }
 

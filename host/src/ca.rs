@@ -1,6 +1,7 @@
 //! The CA's API as the agent calls it: the KRL (plain and long-polled), enrolment, and the
 //! refresh signed with the host key. Every call is bounded in time.
 
+use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
@@ -28,6 +29,21 @@ pub enum CaError {
     /// The HTTP client could not be built.
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
+    /// The CA bundle given to `setup --ca-bundle` cannot be used.
+    #[error(transparent)]
+    Bundle(#[from] jit_trust::BundleError),
+    /// The CA's TLS certificate does not chain to a trusted root. Not retried: waiting does
+    /// not change it.
+    #[error(
+        "the TLS certificate of the CA at {url} is not trusted ({problem}); if the CA uses a \
+         private root, run `jit-host setup` with --ca-bundle and its PEM file"
+    )]
+    Untrusted {
+        /// The URL called.
+        url: String,
+        /// rustls' reason, e.g. `UnknownIssuer`.
+        problem: String,
+    },
     /// The CA did not answer in time, or the connection failed.
     #[error("cannot reach the CA at {url}: {message}")]
     Unreachable {
@@ -76,16 +92,18 @@ pub struct CaClient {
 }
 
 impl CaClient {
-    /// A client for the CA at `server`.
-    pub fn new(server: &str) -> Result<CaClient, CaError> {
+    /// A client for the CA at `server`, trusting the built-in roots plus the certificates of
+    /// the PEM file `ca_bundle` when one is given.
+    pub fn new(server: &str, ca_bundle: Option<&Path>) -> Result<CaClient, CaError> {
         let base = server.trim().trim_end_matches('/').to_owned();
         if !(base.starts_with("https://") || base.starts_with("http://")) {
             return Err(CaError::BadServer(server.to_owned()));
         }
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("jit-host/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("jit-host/", env!("CARGO_PKG_VERSION")));
+        let http = jit_trust::add_ca_bundle(builder, ca_bundle)?
             .build()
             .map_err(|error| CaError::Setup(error.to_string()))?;
         Ok(CaClient { base, http })
@@ -218,6 +236,12 @@ pub fn sign_statement<T: serde::Serialize>(
 }
 
 fn unreachable(url: &str, error: &reqwest::Error) -> CaError {
+    if let Some(problem) = jit_trust::untrusted_certificate(error) {
+        return CaError::Untrusted {
+            url: url.to_owned(),
+            problem,
+        };
+    }
     let message = if error.is_timeout() {
         "timed out".to_owned()
     } else {
@@ -252,8 +276,8 @@ mod tests {
 
     #[test]
     fn servers_must_be_http_urls() {
-        assert!(CaClient::new("ca.example.com").is_err());
-        let client = CaClient::new("https://ca.example.com/").unwrap();
+        assert!(CaClient::new("ca.example.com", None).is_err());
+        let client = CaClient::new("https://ca.example.com/", None).unwrap();
         assert_eq!(client.server(), "https://ca.example.com");
     }
 

@@ -99,6 +99,9 @@ pub struct AgentConfig {
     pub dropin: PathBuf,
     /// How to reload sshd.
     pub reload: Reload,
+    /// Extra roots (PEM) trusted for the CA's TLS certificate, besides the built-in ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// The last contact with the CA.

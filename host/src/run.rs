@@ -69,7 +69,7 @@ pub async fn run(
     let agent: AgentConfig = read_json(&layout.agent_file())?
         .ok_or_else(|| AgentError::NotSetUp(layout.state_dir().display().to_string()))?;
     let host_key = load_or_create_host_key(&agent.host_key)?;
-    let ca = CaClient::new(&agent.server)?;
+    let ca = CaClient::new(&agent.server, agent.ca_bundle.as_deref())?;
     let mut sync: SyncState = read_json(&layout.sync_file())?.unwrap_or_default();
     tokio::pin!(shutdown);
 

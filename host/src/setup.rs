@@ -55,6 +55,10 @@ pub struct SetupArgs {
     /// Reload sshd with this shell command instead (e.g. `systemctl reload ssh`).
     #[arg(long, value_name = "COMMAND")]
     pub reload_command: Option<String>,
+    /// PEM file of the root(s) that issued the CA's TLS certificate, when that is a private
+    /// root; `run` and `status` keep using it.
+    #[arg(long, value_name = "PEM")]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl SetupArgs {
@@ -92,7 +96,19 @@ pub async fn setup(
         .clone()
         .unwrap_or_else(|| layout.default_host_key());
     let host_key = load_or_create_host_key(&host_key_path)?;
-    let ca = CaClient::new(&args.server)?;
+    // Kept as an absolute path: `run` may start in another directory.
+    let ca_bundle = args
+        .ca_bundle
+        .as_deref()
+        .map(std::path::absolute)
+        .transpose()
+        .map_err(|error| {
+            CaError::Bundle(jit_trust::BundleError {
+                path: args.ca_bundle.clone().unwrap_or_default(),
+                reason: error.to_string(),
+            })
+        })?;
+    let ca = CaClient::new(&args.server, ca_bundle.as_deref())?;
 
     // The KRL first: sshd must never be pointed at a missing or unusable one.
     let krl = with_retries(|| ca.krl(None, Duration::ZERO)).await?;
@@ -134,6 +150,7 @@ pub async fn setup(
         sshd_config: args.sshd_config.clone(),
         dropin: dropin.clone(),
         reload: args.reload(),
+        ca_bundle,
     };
     write_json(&layout.agent_file(), &agent)?;
     let now = clock().timestamp();

@@ -67,7 +67,7 @@ pub async fn status(layout: &Layout, now: DateTime<Utc>) -> Result<StatusReport,
     let sync: SyncState = read_json(&layout.sync_file())?.unwrap_or_default();
     let krl_version = installed_krl(layout)?;
 
-    let ca = match CaClient::new(&agent.server) {
+    let ca = match CaClient::new(&agent.server, agent.ca_bundle.as_deref()) {
         Ok(client) => compare(&client, krl_version).await,
         Err(error) => CaComparison::Unreachable {
             reason: error.to_string(),
