@@ -370,6 +370,7 @@ impl Service {
         let grant_with_certificate = GrantWithCertificate {
             grant: issuance.grant,
             certificate: Some(issuance.certificate),
+            revoked: false,
         };
         let view = request_view(
             &issuance.request,
@@ -590,6 +591,7 @@ pub(crate) fn grant_view(grant: &GrantWithCertificate) -> GrantView {
         starts_at: grant.grant.starts_at,
         ends_at: grant.grant.ends_at,
         certificate: grant.certificate.as_ref().map(certificate_view),
+        revoked: grant.revoked,
     }
 }
 

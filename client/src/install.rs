@@ -265,6 +265,7 @@ mod tests {
                 valid_before: at(1800),
                 certificate: certificate.to_openssh().unwrap(),
             }),
+            revoked: false,
         }
     }
 

@@ -156,6 +156,10 @@ pub struct GrantView {
     /// The latest certificate issued for this grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<IssuedCertificate>,
+    /// Whether a revocation ended the grant early (the grant itself, its certificate's serial
+    /// or its key); a revoked grant opens nothing, whatever its window says.
+    #[serde(default)]
+    pub revoked: bool,
 }
 
 /// An OpenSSH user certificate the CA signed.

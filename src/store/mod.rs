@@ -173,6 +173,9 @@ pub struct GrantWithCertificate {
     pub grant: GrantRecord,
     /// Its newest certificate, if any.
     pub certificate: Option<CertificateRecord>,
+    /// Whether a revocation ended it: the grant, its newest certificate or that certificate's
+    /// key is revoked.
+    pub revoked: bool,
 }
 
 /// An approver's or denier's verdict on a request.

@@ -355,6 +355,35 @@ impl SqliteStore {
         .map_err(query_error)?;
         row.as_ref().map(certificate_from_row).transpose()
     }
+
+    /// `grant` with its newest certificate, and whether a revocation of the grant, of that
+    /// certificate's serial or of its key ended it.
+    async fn with_certificate(&self, grant: GrantRecord) -> StoreResult<GrantWithCertificate> {
+        let certificate = self.latest_certificate(&grant.id).await?;
+        let (serial, fingerprint) = match &certificate {
+            Some(certificate) => (
+                Some(to_i64(certificate.serial)?),
+                Some(certificate.public_key_fingerprint.as_str()),
+            ),
+            None => (None, None),
+        };
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM revoked_grants WHERE grant_id = ?)
+                 OR EXISTS (SELECT 1 FROM revoked_certificates WHERE serial = ?)
+                 OR EXISTS (SELECT 1 FROM revoked_keys WHERE fingerprint = ?) AS revoked",
+        )
+        .bind(&grant.id)
+        .bind(serial)
+        .bind(fingerprint)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error)?;
+        Ok(GrantWithCertificate {
+            grant,
+            certificate,
+            revoked: row.get("revoked"),
+        })
+    }
 }
 
 #[async_trait]
@@ -423,8 +452,7 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let grant = grant_from_row(&row)?;
-        let certificate = self.latest_certificate(&grant.id).await?;
-        Ok(Some(GrantWithCertificate { grant, certificate }))
+        Ok(Some(self.with_certificate(grant).await?))
     }
 
     async fn grants_of(
@@ -446,9 +474,7 @@ impl Store for SqliteStore {
 
         let mut grants = Vec::with_capacity(rows.len());
         for row in &rows {
-            let grant = grant_from_row(row)?;
-            let certificate = self.latest_certificate(&grant.id).await?;
-            grants.push(GrantWithCertificate { grant, certificate });
+            grants.push(self.with_certificate(grant_from_row(row)?).await?);
         }
         Ok(grants)
     }
@@ -799,8 +825,7 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let grant = grant_from_row(&row)?;
-        let certificate = self.latest_certificate(&grant.id).await?;
-        Ok(Some(GrantWithCertificate { grant, certificate }))
+        Ok(Some(self.with_certificate(grant).await?))
     }
 }
 

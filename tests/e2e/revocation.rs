@@ -240,6 +240,37 @@ fn the_served_krl_agrees_with_ssh_keygen_and_answers_long_polls() {
         .collect();
     assert_eq!(verdicts, [true, true, false, true]);
 
+    // `jit status` agrees: one grant still opens something; the other three are revoked.
+    let status = alice.run(&["status", "--json"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let ids = |list: &Value| -> Vec<String> {
+        let list = list.as_array().cloned().unwrap_or_default();
+        list.iter()
+            .map(|item| {
+                item.get("grant_id")
+                    .unwrap_or(item)
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let grant_ids: Vec<String> = granted
+        .iter()
+        .map(|one| one["grant_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids(&status["grants"]), [grant_ids[2].clone()], "{status}");
+    let mut revoked_ids = ids(&status["revoked"]);
+    revoked_ids.sort();
+    let mut expected = vec![
+        grant_ids[0].clone(),
+        grant_ids[1].clone(),
+        grant_ids[3].clone(),
+    ];
+    expected.sort();
+    assert_eq!(revoked_ids, expected, "{status}");
+
     // Without a change, a long-poll ends in 304 once its wait is over.
     let started = Instant::now();
     assert_eq!(krl_answer(&world.ca, Some("\"4\""), Some(1)).0, 304);

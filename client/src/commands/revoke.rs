@@ -195,6 +195,7 @@ mod tests {
                 starts_at: at(0),
                 ends_at: at(600),
                 certificate: Some(certificate.clone()),
+                revoked: false,
             },
             certificate,
             key_path: dir.join("id_ed25519"),

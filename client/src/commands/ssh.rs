@@ -369,6 +369,7 @@ mod tests {
                 starts_at: at(-600),
                 ends_at: valid_before,
                 certificate: None,
+                revoked: false,
             },
             certificate: IssuedCertificate {
                 serial: 1,

@@ -1,7 +1,8 @@
 //! `jit status`: the caller's active grants and the requests waiting on this machine.
 //!
 //! The CA's list is shown when it can be had; otherwise the grants installed here. Either way,
-//! local grant directories whose certificate has expired are removed.
+//! local grant directories whose certificate has expired are removed, and so are those of
+//! grants the CA reports revoked.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -56,7 +57,19 @@ pub async fn run(context: &Context, args: &StatusArgs) -> Result<(), CommandErro
             ("local", local)
         }
     };
-    let active = active_grants(server_grants, &installed_ids, now);
+    // A grant the CA reports revoked opens nothing: it is listed apart, and its files here go.
+    let (revoked, active): (Vec<_>, Vec<_>) = active_grants(server_grants, &installed_ids, now)
+        .into_iter()
+        .partition(|active| active.grant.revoked);
+    let revoked_ids: HashSet<&str> = revoked
+        .iter()
+        .map(|revoked| revoked.grant.grant_id.as_str())
+        .collect();
+    for grant in &still_valid {
+        if revoked_ids.contains(grant.grant.grant_id.as_str()) {
+            state.remove_dir(&grant.dir)?;
+        }
+    }
     let pending = state.list_pending()?;
 
     if args.json {
@@ -90,6 +103,7 @@ pub async fn run(context: &Context, args: &StatusArgs) -> Result<(), CommandErro
         print_json(&json!({
             "source": source,
             "grants": grants,
+            "revoked": revoked.iter().map(|revoked| &revoked.grant.grant_id).collect::<Vec<_>>(),
             "pending": pending,
             "removed": removed,
         }));
@@ -121,6 +135,19 @@ pub async fn run(context: &Context, args: &StatusArgs) -> Result<(), CommandErro
             jit_proto::format_duration(time_left(active.ends_at, now)),
             crate::format_instant(active.ends_at),
             active.grant.principals.join(","),
+        ));
+    }
+    if !revoked.is_empty() {
+        print_line(
+            "Revoked early (these certificates open nothing; ask again with `jit request`):",
+        );
+    }
+    for revoked in &revoked {
+        print_line(&format!(
+            "  {}  {}  {}",
+            revoked.grant.grant_id,
+            revoked.grant.host,
+            revoked.grant.principals.join(","),
         ));
     }
     if !pending.is_empty() {
@@ -212,6 +239,7 @@ mod tests {
             starts_at: at(-600),
             ends_at,
             certificate: None,
+            revoked: false,
         }
     }
 
