@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A short run of every fuzz target (20 s each unless SECONDS is given), starting from seeds made
-# here: KRLs written by the real ssh-keygen, the example policy files in config/, and the request
+# here: KRLs written by the real ssh-keygen, the example configuration and policy files in config/, and the request
 # bodies in fuzz/seeds/. Stops with the crashing input's path when a target fails.
 #
 # Usage: fuzz/smoke.sh [SECONDS [TARGET...]]
@@ -45,9 +45,11 @@ ssh-keygen -q -k -z 8 -s "$work/ca.pub" -f "$krl_seeds/dense.krl" "$work/dense.s
 ssh-keygen -q -k -z 9 -f "$krl_seeds/keys.krl" "$work/keys.spec"
 
 mkdir -p "$work/seeds/policy_load" "$work/seeds/request_decode"
-# policy_load reads its first byte as the choice of loader: even for profiles, odd for Cedar.
+# policy_load reads its first byte as the choice of loader: 0 profiles, 1 Cedar, 2 the CA's
+# configuration.
 { printf 0; cat ../config/profiles.toml; } >"$work/seeds/policy_load/profiles.toml"
 { printf 1; cat ../config/policy.cedar; } >"$work/seeds/policy_load/policy.cedar"
+{ printf 2; cat ../config/jit-ca.toml; } >"$work/seeds/policy_load/jit-ca.toml"
 cp seeds/request_decode/* "$work/seeds/request_decode/"
 
 cargo fuzz build --sanitizer "$sanitizer" --debug-assertions
