@@ -139,7 +139,8 @@ pub struct HttpConfig {
     /// Time a request may take before it is answered 408, in seconds.
     #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
-    /// Most requests handled at once; further ones wait.
+    /// Most requests handled at once, across all endpoints; further ones wait. KRL long-polls
+    /// wait outside it (see [`crate::http::router`]).
     #[serde(default = "default_max_concurrency")]
     pub max_concurrent_requests: usize,
     /// Most connections open at once; past it new ones are closed as soon as they are accepted.

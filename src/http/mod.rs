@@ -20,7 +20,7 @@ use chrono::Utc;
 /// Caller-supplied text cut for one line of a log field (shared with the route modules).
 pub(crate) use jit_proto::clip_for_display as clip;
 use jit_proto::{ClientConfig, CreateAccessRequest, ErrorBody, RequestStatus};
-use tower::limit::ConcurrencyLimitLayer;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -190,8 +190,13 @@ impl From<ServiceError> for ApiError {
 }
 
 /// Builds the router with its limits.
+///
+/// KRL long-polls wait outside `[http] max_concurrent_requests`: every enrolled host keeps one
+/// waiting, and a fleet larger than the limit must not crowd out engineers' requests. They hold
+/// a connection and a watch subscription while they wait, and `[http] max_connections` bounds
+/// them.
 pub fn router(state: Arc<AppState>, limits: &HttpConfig) -> Router {
-    Router::new()
+    let limited = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/config", get(client_config))
@@ -203,6 +208,13 @@ pub fn router(state: Arc<AppState>, limits: &HttpConfig) -> Router {
         .merge(audit::routes())
         .merge(revocation::routes())
         .merge(sessions::routes())
+        .layer(GlobalConcurrencyLimitLayer::new(
+            limits.max_concurrent_requests,
+        ));
+
+    Router::new()
+        .merge(limited)
+        .merge(revocation::krl_routes())
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -210,7 +222,6 @@ pub fn router(state: Arc<AppState>, limits: &HttpConfig) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(limits.request_timeout_secs),
         ))
-        .layer(ConcurrencyLimitLayer::new(limits.max_concurrent_requests))
         .layer(TraceLayer::new_for_http())
 }
 

@@ -13,9 +13,9 @@
 //! Security events (revocation recorded or denied, host enrolled or refused) are logged here,
 //! once, under the `security` target. Tokens are never logged.
 //!
-//! Limitation: a waiting long-poll holds one of `[http] max_concurrent_requests` slots, so that
-//! limit must exceed the number of hosts; and with several CA processes on one store, a waiter
-//! learns of a revocation recorded by another process only when its wait ends.
+//! A waiting long-poll takes no slot of `[http] max_concurrent_requests`, only a connection.
+//! Limitation: with several CA processes on one store, a waiter learns of a revocation
+//! recorded by another process only when its wait ends.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,11 +78,15 @@ impl RevocationState {
 /// The routes of this module, merged into the main router.
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/v1/krl", get(get_krl))
         .route("/v1/ca.pub", get(ca_pub))
         .route("/v1/revocations", post(create_revocation))
         .route("/v1/hosts/enroll", post(enroll_host))
         .route("/v1/hosts/refresh", post(refresh_host))
+}
+
+/// `GET /v1/krl`, merged outside the request concurrency limit (see [`super::router`]).
+pub fn krl_routes() -> Router<Arc<AppState>> {
+    Router::new().route("/v1/krl", get(get_krl))
 }
 
 /// The trusted CA keys to publish now, one `authorized_keys` line each.

@@ -283,6 +283,60 @@ fn the_served_krl_agrees_with_ssh_keygen_and_answers_long_polls() {
 }
 
 #[test]
+fn a_fleet_of_waiting_long_polls_leaves_the_request_slots_to_everyone_else() {
+    const WAITERS: usize = 6;
+    let provider = OidcProvider::start(&TestUser::cast());
+    let ca = Ca::start_configured(
+        provider.issuer(),
+        JIT_CLIENT_ID,
+        &test_profiles("jituser"),
+        TEST_RULES,
+        "",
+        "max_concurrent_requests = 2\n",
+    );
+    let alice = Client::new(ca.url());
+    alice.login_with_token(&provider.device_flow_id_token(
+        JIT_CLIENT_ID,
+        &TestUser::alice(),
+        false,
+    ));
+    let granted = grant(&alice, "db-1");
+    let (_, etag, _) = krl_answer(&ca, None, None);
+
+    // More hosts wait for a new KRL than the CA serves requests at once.
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| {
+            let (url, etag) = (format!("{}/v1/krl?wait=20", ca.url()), etag.clone());
+            std::thread::spawn(move || {
+                let answer = api::http().get(url).header("if-none-match", etag).send();
+                answer.map(|response| response.status().as_u16()).ok()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The engineer is served at once, and the revocation wakes every waiter with the new KRL.
+    let started = Instant::now();
+    let grant_id = granted["grant_id"].as_str().unwrap();
+    let revoked = alice.run(&["revoke", grant_id, "--reason", "fleet check"]);
+    assert!(
+        revoked.status.success(),
+        "jit revoke failed: {}",
+        stderr(&revoked)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "jit revoke waited {:?} behind the long-polls",
+        started.elapsed()
+    );
+    let answers: Vec<Option<u16>> = waiters
+        .into_iter()
+        .map(|waiter| waiter.join().unwrap())
+        .collect();
+    assert_eq!(answers, vec![Some(200); WAITERS]);
+}
+
+#[test]
 fn a_revoked_grant_stops_opening_the_server_within_two_seconds_and_outages_change_nothing() {
     let mut world = world();
     let host = world.managed_db_1(&["--poll-wait", "20s"]);
