@@ -8,6 +8,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
     CertificateRecord, EventRecord, Extension, GrantRecord, GrantWithCertificate, Issuance, Person,
@@ -35,6 +37,11 @@ pub struct SqliteStore {
     /// commit; only a power loss in between can drop it, and the audit record still holds it.
     /// Serial reservations, reviews and revocations always use the durable pool.
     relaxed: SqlitePool,
+    /// Taken by every write of this store, through either pool, for the whole transaction.
+    /// SQLite lets one writer in at a time anyway; queueing here, in order, replaces its busy
+    /// handler, which makes a blocked writer sleep and retry (1 ms growing to 100 ms per try)
+    /// and under concurrent issuance slept longer than the writes took.
+    writes: Arc<Mutex<()>>,
 }
 
 pub(super) fn query_error(error: sqlx::Error) -> StoreError {
@@ -107,7 +114,16 @@ impl SqliteStore {
             .await
             .map_err(|error| open_error(error.to_string()))?;
 
-        Ok(SqliteStore { pool, relaxed })
+        Ok(SqliteStore {
+            pool,
+            relaxed,
+            writes: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Waits for this store's turn to write; hold the guard until the write has committed.
+    pub(super) async fn writing(&self) -> MutexGuard<'_, ()> {
+        self.writes.lock().await
     }
 
     /// The underlying pool, for tests and maintenance commands.
@@ -390,6 +406,7 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn reserve_serials(&self, count: u64) -> StoreResult<u64> {
         let count = to_i64(count.max(1))?;
+        let _writing = self.writing().await;
         // One statement, so the read and the increment cannot interleave with another writer.
         let row = sqlx::query(
             "UPDATE serial_counter SET next_serial = next_serial + ? WHERE id = 1
@@ -404,6 +421,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_request(&self, request: &RequestRecord) -> StoreResult<()> {
+        let _writing = self.writing().await;
         let mut transaction = self.pool.begin().await.map_err(query_error)?;
         insert_request_in(&mut transaction, request).await?;
         transaction.commit().await.map_err(query_error)
@@ -411,6 +429,7 @@ impl Store for SqliteStore {
 
     async fn record_issuance(&self, issuance: &Issuance) -> StoreResult<()> {
         // The caller recorded the certificate durably in the audit log first; see `relaxed`.
+        let _writing = self.writing().await;
         let mut transaction = self.relaxed.begin().await.map_err(query_error)?;
         insert_request_in(&mut transaction, &issuance.request).await?;
 
@@ -489,6 +508,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_review(&self, review: &Review, required: u32) -> StoreResult<ReviewResult> {
+        let _writing = self.writing().await;
         let mut transaction = self.pool.begin().await.map_err(query_error)?;
         // Write first, so this transaction holds SQLite's write lock before it reads: two
         // concurrent reviews then run one after the other and never count from stale state.
@@ -597,6 +617,7 @@ impl Store for SqliteStore {
         grant: &GrantRecord,
         certificate: &CertificateRecord,
     ) -> StoreResult<bool> {
+        let _writing = self.writing().await;
         let mut transaction = self.pool.begin().await.map_err(query_error)?;
         if !insert_grant_in(&mut transaction, grant).await? {
             return Ok(false);
@@ -622,6 +643,7 @@ impl Store for SqliteStore {
         actor: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
+        let _writing = self.writing().await;
         let mut transaction = self.pool.begin().await.map_err(query_error)?;
         let changed = sqlx::query(
             "UPDATE access_requests SET status = 'cancelled', decided_at = ?
@@ -649,6 +671,7 @@ impl Store for SqliteStore {
         comment: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
+        let _writing = self.writing().await;
         let mut transaction = self.pool.begin().await.map_err(query_error)?;
         let changed = sqlx::query(
             "UPDATE access_requests SET acknowledged_by = ?, acknowledged_at = ?
@@ -682,6 +705,7 @@ impl Store for SqliteStore {
         extension: &Extension,
         insert_request: bool,
     ) -> StoreResult<()> {
+        let _writing = self.writing().await;
         let mut transaction = self.pool.begin().await.map_err(query_error)?;
         if insert_request {
             insert_request_in(&mut transaction, &extension.request).await?;
@@ -728,6 +752,7 @@ impl Store for SqliteStore {
     }
 
     async fn expire_pending(&self, now: DateTime<Utc>) -> StoreResult<Vec<RequestRecord>> {
+        let _writing = self.writing().await;
         let mut transaction = self.pool.begin().await.map_err(query_error)?;
         let rows = sqlx::query(
             "SELECT * FROM access_requests WHERE status = 'pending' AND expires_at <= ?",

@@ -77,6 +77,7 @@ impl AuditStore for SqliteStore {
         rows: &[AuditRow],
         checkpoint: Option<&Checkpoint>,
     ) -> StoreResult<()> {
+        let _writing = self.writing().await;
         let mut transaction = self.pool().begin().await.map_err(query_error)?;
         for row in rows {
             let serial = row.index.serial.map(to_i64).transpose()?;

@@ -145,6 +145,7 @@ impl RevocationStore for SqliteStore {
         revocation: &RevocationRecord,
         changes: &RevocationChanges,
     ) -> StoreResult<u64> {
+        let _writing = self.writing().await;
         let mut transaction = self.pool().begin().await.map_err(query_error)?;
 
         // The increment comes first so the revocation row can name the version it lands in.
@@ -314,6 +315,7 @@ impl RevocationStore for SqliteStore {
     }
 
     async fn insert_enrollment_token(&self, token: &EnrollmentToken) -> StoreResult<()> {
+        let _writing = self.writing().await;
         sqlx::query(
             "INSERT INTO host_enrollment_tokens (token_sha256, host_name, groups, created_at,
                 expires_at)
@@ -356,6 +358,7 @@ impl RevocationStore for SqliteStore {
         host: &HostRecord,
         certificate: &HostCertificateRecord,
     ) -> StoreResult<bool> {
+        let _writing = self.writing().await;
         let mut transaction = self.pool().begin().await.map_err(query_error)?;
 
         // Consuming first: of two enrolments racing with one token, one updates the row and
@@ -424,6 +427,7 @@ impl RevocationStore for SqliteStore {
         &self,
         certificate: &HostCertificateRecord,
     ) -> StoreResult<()> {
+        let _writing = self.writing().await;
         insert_host_certificate_in(self.pool(), certificate).await
     }
 }

@@ -56,6 +56,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn insert_session(&self, session: &SessionRecord) -> StoreResult<bool> {
+        let _writing = self.writing().await;
         let inserted = sqlx::query(
             "INSERT OR IGNORE INTO host_sessions (host, session_id, unix_user, serial, grant_id,
                 key_id, source_address, tty, started_at, valid_before, reported_at)
@@ -85,6 +86,7 @@ impl SessionStore for SqliteStore {
         ended_at: DateTime<Utc>,
         end_reason: &str,
     ) -> StoreResult<bool> {
+        let _writing = self.writing().await;
         let closed = sqlx::query(
             "UPDATE host_sessions SET ended_at = ?, end_reason = ?
              WHERE host = ? AND session_id = ? AND ended_at IS NULL",
