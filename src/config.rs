@@ -68,6 +68,11 @@ pub struct OidcConfig {
     pub issuer: String,
     /// OAuth client id of the `jit` client: the audience every ID token must carry.
     pub client_id: String,
+    /// Other audiences an ID token may list besides `client_id` (its `azp` must still name
+    /// `client_id`). OIDC Core 3.1.3.7 has a client refuse a token naming audiences it does not
+    /// trust, so by default a token with any other audience is refused.
+    #[serde(default)]
+    pub trusted_audiences: Vec<String>,
     /// Name of the claim that lists the user's groups.
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,

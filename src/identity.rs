@@ -177,6 +177,7 @@ struct ProviderKeys {
 pub struct TokenVerifier {
     issuer: IssuerUrl,
     client_id: ClientId,
+    trusted_audiences: Arc<[String]>,
     groups_claim: String,
     clock_skew: TimeDelta,
     require_verified_email: bool,
@@ -218,6 +219,7 @@ impl TokenVerifier {
         Ok(TokenVerifier {
             issuer,
             client_id: ClientId::new(config.client_id.clone()),
+            trusted_audiences: config.trusted_audiences.clone().into(),
             groups_claim: config.groups_claim.clone(),
             clock_skew,
             require_verified_email: config.require_verified_email,
@@ -369,8 +371,12 @@ impl TokenVerifier {
                 Ok(())
             }
         })
-        // Several audiences are checked below, against `azp` (OIDC Core 3.1.3.7 steps 4-5).
-        .set_other_audience_verifier_fn(|_| true);
+        // Step 3: every audience besides this client must be one the operator trusts; with
+        // several, `azp` is checked below (steps 4-5).
+        .set_other_audience_verifier_fn({
+            let trusted = Arc::clone(&self.trusted_audiences);
+            move |audience| trusted.iter().any(|name| name == audience.as_str())
+        });
 
         // The CA sent no authentication request, so there is no nonce to compare.
         let no_nonce = |_: Option<&Nonce>| Ok(());

@@ -128,7 +128,8 @@ fn with_flipped_signature(token: &str) -> String {
 
 #[test]
 fn forged_altered_and_misaddressed_tokens_are_rejected() {
-    let bench = bench("");
+    // `other-app` may share tokens with the CA; any other audience is a stranger.
+    let bench = bench("trusted_audiences = [\"other-app\"]");
     let provider = &bench.provider;
     let issuer = provider.issuer().to_owned();
 
@@ -279,6 +280,12 @@ fn forged_altered_and_misaddressed_tokens_are_rejected() {
         (
             "no audience",
             signed(json!({ "aud": null })),
+            "invalid_token",
+            "audience",
+        ),
+        (
+            "several audiences, one of them untrusted",
+            signed(json!({ "aud": [JIT_CLIENT_ID, "stranger-app"], "azp": JIT_CLIENT_ID })),
             "invalid_token",
             "audience",
         ),
