@@ -635,14 +635,7 @@ fn decide_revoke(
             Ok(Authorizer::new().is_authorized(&request, policies, &entities))
         },
     );
-    match decided {
-        Ok(response) => verdict(&response),
-        Err(error) => RuleVerdict {
-            allowed: false,
-            rule_ids: Vec::new(),
-            errors: vec![error],
-        },
-    }
+    decided.map_or_else(RuleVerdict::unevaluable, |response| verdict(&response))
 }
 
 /// The Cedar request (and its entities) for one `revoke` decision. The context carries every

@@ -5,55 +5,26 @@
 //! has the shape of a request's, with empty request fields, so that rules which name no action
 //! still validate and still apply (a time-of-day `forbid` covers auditors too).
 
-use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
+use std::collections::HashSet;
 
-use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request,
-    RestrictedExpression,
-};
+use cedar_policy::{Authorizer, Context, Entities, Entity, Request, RestrictedExpression};
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use crate::identity::Identity;
+use crate::policy::rules::{uid, user_entity, verdict};
 use crate::policy::{Policy, RuleVerdict};
 
 /// Asks the rules whether `identity` may read the audit log at `now`. Anything that cannot be
 /// evaluated denies.
 pub fn may_read_audit(policy: &Policy, identity: &Identity, now: DateTime<Utc>) -> RuleVerdict {
-    match decide(policy, identity, now) {
-        Ok(verdict) => verdict,
-        Err(error) => RuleVerdict {
-            allowed: false,
-            rule_ids: Vec::new(),
-            errors: vec![error],
-        },
-    }
+    decide(policy, identity, now).unwrap_or_else(RuleVerdict::unevaluable)
 }
 
 fn decide(policy: &Policy, identity: &Identity, now: DateTime<Utc>) -> Result<RuleVerdict, String> {
     let (policies, schema) = policy.rules.cedar();
     let mut entities = Vec::new();
 
-    let mut parents = HashSet::new();
-    for group in &identity.groups {
-        let group_uid = uid("Group", group)?;
-        entities.push(Entity::new_no_attrs(group_uid.clone(), HashSet::new()));
-        parents.insert(group_uid);
-    }
-    let attributes = HashMap::from([
-        (
-            "email".to_owned(),
-            RestrictedExpression::new_string(identity.email.clone().unwrap_or_default()),
-        ),
-        (
-            "subject".to_owned(),
-            RestrictedExpression::new_string(identity.subject.clone()),
-        ),
-    ]);
-    let user_uid = uid("User", &identity.subject)?;
-    entities.push(
-        Entity::new(user_uid.clone(), attributes, parents).map_err(|error| error.to_string())?,
-    );
+    let user_uid = user_entity(identity, &mut entities)?;
     let log_uid = uid("AuditLog", "log")?;
     entities.push(Entity::new_no_attrs(log_uid.clone(), HashSet::new()));
     let entities =
@@ -93,25 +64,5 @@ fn decide(policy: &Policy, identity: &Identity, now: DateTime<Utc>) -> Result<Ru
     .map_err(|error| error.to_string())?;
 
     let response = Authorizer::new().is_authorized(&request, policies, &entities);
-    Ok(RuleVerdict {
-        allowed: response.decision() == Decision::Allow,
-        rule_ids: response
-            .diagnostics()
-            .reason()
-            .map(ToString::to_string)
-            .collect(),
-        errors: response
-            .diagnostics()
-            .errors()
-            .map(ToString::to_string)
-            .collect(),
-    })
-}
-
-fn uid(type_name: &str, id: &str) -> Result<EntityUid, String> {
-    let type_name = EntityTypeName::from_str(type_name).map_err(|error| error.to_string())?;
-    Ok(EntityUid::from_type_name_and_id(
-        type_name,
-        EntityId::new(id),
-    ))
+    Ok(verdict(&response))
 }

@@ -301,13 +301,7 @@ impl Policy {
     ) -> RuleVerdict {
         let target = match self.profiles.resolve_target(facts.target) {
             Ok(target) => target,
-            Err(error) => {
-                return RuleVerdict {
-                    allowed: false,
-                    rule_ids: Vec::new(),
-                    errors: vec![error],
-                }
-            }
+            Err(error) => return RuleVerdict::unevaluable(error),
         };
         let request_facts = RequestFacts {
             identity: reviewer,

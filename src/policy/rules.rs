@@ -156,6 +156,18 @@ pub struct RuleVerdict {
     pub errors: Vec<String>,
 }
 
+impl RuleVerdict {
+    /// The denial given when the question itself could not be put to the rules (an entity or
+    /// context Cedar refused): anything that cannot be evaluated denies.
+    pub fn unevaluable(error: String) -> RuleVerdict {
+        RuleVerdict {
+            allowed: false,
+            rule_ids: Vec::new(),
+            errors: vec![error],
+        }
+    }
+}
+
 /// A validated set of rules.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -253,14 +265,8 @@ impl Rules {
     /// Asks the rules about `action` for these facts. Deny unless some rule permits and none
     /// forbids (Cedar's semantics); anything that cannot be evaluated denies.
     pub fn decide(&self, action: Action, facts: &RequestFacts<'_>) -> RuleVerdict {
-        match self.try_decide(action, facts) {
-            Ok(verdict) => verdict,
-            Err(error) => RuleVerdict {
-                allowed: false,
-                rule_ids: Vec::new(),
-                errors: vec![error],
-            },
-        }
+        self.try_decide(action, facts)
+            .unwrap_or_else(RuleVerdict::unevaluable)
     }
 
     fn try_decide(&self, action: Action, facts: &RequestFacts<'_>) -> Result<RuleVerdict, String> {

@@ -361,42 +361,43 @@ pub(super) fn certificate_from_row(row: &SqliteRow) -> StoreResult<CertificateRe
 }
 
 impl SqliteStore {
-    async fn latest_certificate(&self, grant_id: &str) -> StoreResult<Option<CertificateRecord>> {
+    /// `grant` with its newest certificate, and whether a revocation of the grant, of that
+    /// certificate's serial or of its key ended it; one query when it has a certificate, which
+    /// every grant the CA records does.
+    async fn with_certificate(&self, grant: GrantRecord) -> StoreResult<GrantWithCertificate> {
         let row = sqlx::query(
-            "SELECT * FROM certificates WHERE grant_id = ? ORDER BY serial DESC LIMIT 1",
+            "SELECT certificates.*,
+                 EXISTS (SELECT 1 FROM revoked_grants
+                         WHERE revoked_grants.grant_id = certificates.grant_id)
+                 OR EXISTS (SELECT 1 FROM revoked_certificates
+                            WHERE revoked_certificates.serial = certificates.serial)
+                 OR EXISTS (SELECT 1 FROM revoked_keys
+                            WHERE revoked_keys.fingerprint = certificates.public_key_fingerprint)
+                 AS revoked
+             FROM certificates WHERE grant_id = ? ORDER BY serial DESC LIMIT 1",
         )
-        .bind(grant_id)
+        .bind(&grant.id)
         .fetch_optional(&self.pool)
         .await
         .map_err(query_error)?;
-        row.as_ref().map(certificate_from_row).transpose()
-    }
+        if let Some(row) = row {
+            return Ok(GrantWithCertificate {
+                grant,
+                certificate: Some(certificate_from_row(&row)?),
+                revoked: row.get("revoked"),
+            });
+        }
 
-    /// `grant` with its newest certificate, and whether a revocation of the grant, of that
-    /// certificate's serial or of its key ended it.
-    async fn with_certificate(&self, grant: GrantRecord) -> StoreResult<GrantWithCertificate> {
-        let certificate = self.latest_certificate(&grant.id).await?;
-        let (serial, fingerprint) = match &certificate {
-            Some(certificate) => (
-                Some(to_i64(certificate.serial)?),
-                Some(certificate.public_key_fingerprint.as_str()),
-            ),
-            None => (None, None),
-        };
         let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM revoked_grants WHERE grant_id = ?)
-                 OR EXISTS (SELECT 1 FROM revoked_certificates WHERE serial = ?)
-                 OR EXISTS (SELECT 1 FROM revoked_keys WHERE fingerprint = ?) AS revoked",
+            "SELECT EXISTS (SELECT 1 FROM revoked_grants WHERE grant_id = ?) AS revoked",
         )
         .bind(&grant.id)
-        .bind(serial)
-        .bind(fingerprint)
         .fetch_one(&self.pool)
         .await
         .map_err(query_error)?;
         Ok(GrantWithCertificate {
             grant,
-            certificate,
+            certificate: None,
             revoked: row.get("revoked"),
         })
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::ca::{run_bounded, workspace_binary};
-use super::openssh::{generate_ed25519_key, poll_until};
+use super::openssh::{generate_ed25519_key, isolated_ssh, poll_until};
 
 const SSHD: &str = "/usr/sbin/sshd";
 
@@ -235,29 +235,7 @@ impl ManagedHost {
         certificate: Option<&Path>,
         known_hosts: Option<&Path>,
     ) -> Command {
-        let mut command = Command::new("ssh");
-        command.args([
-            "-F",
-            "none",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ]);
-        command
-            .arg("-o")
-            .arg(format!("IdentityFile={}", identity.display()));
-        if let Some(certificate) = certificate {
-            command
-                .arg("-o")
-                .arg(format!("CertificateFile={}", certificate.display()));
-        }
-        command.args([
-            "-o",
-            "IdentityAgent=none",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-        ]);
+        let mut command = isolated_ssh(&[], identity, certificate);
         match known_hosts {
             Some(file) => {
                 command

@@ -42,6 +42,38 @@ pub fn run_checked(command: &mut Command) -> Output {
 
 /// `path` with `suffix` appended to its file name, the way OpenSSH names companion files
 /// (`key` → `key.pub`, `key` → `key-cert.pub`).
+/// The real `ssh`, reading no configuration, no agent and no global known hosts, offering only
+/// `identity` (with `certificate` when given). `extra` comes first, so an `-o` there wins over
+/// these defaults (`ssh` keeps the first value it sees). Host-key checking, the address and the
+/// destination are the caller's to add.
+pub fn isolated_ssh(extra: &[&str], identity: &Path, certificate: Option<&Path>) -> Command {
+    let mut command = Command::new("ssh");
+    command.args(extra);
+    command.args([
+        "-F",
+        "none",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+    ]);
+    command
+        .arg("-o")
+        .arg(format!("IdentityFile={}", identity.display()));
+    if let Some(certificate) = certificate {
+        command
+            .arg("-o")
+            .arg(format!("CertificateFile={}", certificate.display()));
+    }
+    command.args([
+        "-o",
+        "IdentityAgent=none",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+    ]);
+    command
+}
+
 pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = OsString::from(path.as_os_str());
     name.push(suffix);

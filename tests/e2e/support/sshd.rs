@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::openssh::{generate_ed25519_key, poll_until, run_checked, with_suffix};
+use super::openssh::{generate_ed25519_key, isolated_ssh, poll_until, run_checked, with_suffix};
 
 const SSHD: &str = "/usr/sbin/sshd";
 
@@ -345,23 +345,9 @@ pub fn ssh_login(
     extra: &[&str],
     remote_command: &str,
 ) -> SshOutcome {
-    let mut command = Command::new("ssh");
-    command.args(extra);
-    command.args([
-        "-F",
-        "none",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-    ]);
-    command.arg("-o").arg(option("IdentityFile", identity));
-    command
-        .arg("-o")
-        .arg(option("CertificateFile", certificate));
-    command.args(["-o", "IdentityAgent=none", "-o", "StrictHostKeyChecking=no"]);
+    let mut command = isolated_ssh(extra, identity, Some(certificate));
+    command.args(["-o", "StrictHostKeyChecking=no"]);
     command.args(["-o", "UserKnownHostsFile=/dev/null"]);
-    command.args(["-o", "GlobalKnownHostsFile=/dev/null"]);
     command.args(["-o", "HostName=127.0.0.1", "-o", "ConnectTimeout=5"]);
     command.arg("-p").arg(sshd.port().to_string());
     command
@@ -396,10 +382,6 @@ pub fn ssh_login_from(
         &extra,
         remote_command,
     )
-}
-
-fn option(name: &str, path: &Path) -> String {
-    format!("{name}={}", path.display())
 }
 
 /// Runs `command` with its output captured, killing it once `timeout` has passed.
